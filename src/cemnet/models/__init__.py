@@ -1,0 +1,31 @@
+"""Model presets: ``create_model(name, **overrides)`` and ``list_models()``.
+
+=================  =========  ===========  ==========================================
+name               data       twin of      what
+=================  =========  ===========  ==========================================
+``lenet5``         MNIST                   modified LeNet-5 CNN (paper Table 1)
+``cemnet-mnist``   MNIST      lenet5       its CEMNet
+``vgg-small``      CIFAR-10                small VGG CNN (paper Table 2)
+``cemnet-small``   CIFAR-10   vgg-small    its CEMNet
+``vgg-large``      CIFAR-10                large VGG CNN
+``cemnet-large``   CIFAR-10   vgg-large    its CEMNet
+=================  =========  ===========  ==========================================
+
+The overrides ``weight_fixation=False``, ``batch_norm=False`` and
+``dropout=False`` give the ablation rows of the paper's tables.
+"""
+
+from cemnet.models._registry import ModelInfo, count_parameters, create_model, list_models, model_info, register_model
+from cemnet.models.convnets import CEMNet, ConvNet, NetSpec
+
+__all__ = [
+    "CEMNet",
+    "ConvNet",
+    "ModelInfo",
+    "NetSpec",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]

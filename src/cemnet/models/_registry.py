@@ -1,0 +1,80 @@
+"""The model preset registry: ``register_model``, ``create_model``, ``list_models``."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered preset: its factory and what it is trained on."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    dataset: str
+    twin: str | None
+    summary: str
+
+    @property
+    def options(self) -> list[str]:
+        """The keyword overrides the factory accepts."""
+        return list(inspect.signature(self.factory).parameters)
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(dataset: str, twin: str | None = None) -> Callable:
+    """Decorator: register a factory under its function name with ``_`` spelled ``-``.
+
+    Args:
+        dataset: the data set the preset is built for (``"mnist"``, ``"cifar10"``).
+        twin: the registered name of the model it mirrors layer for layer.
+    """
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = factory.__name__.replace("_", "-")
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        summary = (inspect.getdoc(factory) or "").split("\n")[0]
+        _MODELS[name] = ModelInfo(name, factory, dataset, twin, summary)
+        return factory
+
+    return decorate
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a preset; unknown names raise with the known ones."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of {list_models()}") from None
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered preset. ``None`` overrides are dropped (they mean "default").
+
+    Raises:
+        ValueError: for an unknown name or an override the preset does not take.
+    """
+    info = model_info(name)
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    unknown = sorted(set(overrides) - set(info.options))
+    if unknown:
+        raise ValueError(f"model {name!r} does not take {unknown}; its options are {info.options}")
+    return info.factory(**overrides)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered presets matching a glob pattern."""
+    return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable real numbers (a complex weight counts twice: it is stored as two reals)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

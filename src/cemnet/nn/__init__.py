@@ -1,0 +1,29 @@
+"""Frequency-domain layers; ``cemnet.nn.functional`` holds their stateless twins."""
+
+from cemnet.nn import functional
+from cemnet.nn.layers import (
+    STORAGES,
+    SpectralBatchNorm2d,
+    SpectralConv2d,
+    SpectralDropout,
+    SpectralLeakyReLU,
+    SpectralMaxPool2d,
+    ToFrequency,
+    TwoBranchHead,
+    apply_weight_fixation,
+    mlp_branch,
+)
+
+__all__ = [
+    "STORAGES",
+    "SpectralBatchNorm2d",
+    "SpectralConv2d",
+    "SpectralDropout",
+    "SpectralLeakyReLU",
+    "SpectralMaxPool2d",
+    "ToFrequency",
+    "TwoBranchHead",
+    "apply_weight_fixation",
+    "functional",
+    "mlp_branch",
+]

@@ -1,0 +1,436 @@
+"""Frequency-domain layers of CEMNet.
+
+Every layer here takes and returns complex full spectra ``(B, C, H, W)``
+(``torch.fft.fft2`` of a real tensor, see :mod:`cemnet.spectral`), except
+:class:`TwoBranchHead`, which ends the network with real logits.
+
+Complex weights are stored as real tensors with a trailing dimension of two
+(the layout of ``torch.view_as_real``). That keeps ``Module.to(dtype)``,
+``.double()``, DDP and safetensors working unchanged, and it is exactly the
+paper's two-branch storage: an optimizer sees the real and imaginary parts as
+separate real numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cemnet import spectral
+from cemnet.nn import functional as SF
+
+STORAGES = ("spatial", "frequency", "free")
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _check_input(x: torch.Tensor, channels: int, size: tuple[int, int] | None, layer: str) -> None:
+    SF.check_spectrum(x)
+    if x.shape[1] != channels:
+        raise ValueError(f"{layer} expected {channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})")
+    if size is not None and tuple(x.shape[-2:]) != size:
+        raise ValueError(f"{layer} expected spatial size {size}, got {tuple(x.shape[-2:])} (input shape {tuple(x.shape)})")
+
+
+class SpectralConv2d(nn.Module):
+    r"""The paper's element-wise multiplication layer (Sec. 3.1.1, Eq. 4 and 6).
+
+    .. math::
+        Y_{o} = \sum_{i} \overline{X_i} \cdot W_{o,i} \quad(\text{conj="input"}), \qquad
+        Y_{o} = \sum_{i} X_i \cdot \overline{W_{o,i}} \quad(\text{conj="weight"})
+
+    where :math:`W = \mathrm{fft2}(\mathrm{pad}(w))` is the spectrum of a ``K x K``
+    kernel padded to the input size. ``conj="weight"`` with the default centred
+    anchor is exactly ``F.conv2d`` with circular ``K // 2`` padding;
+    ``conj="input"`` (the paper) is that result index-reversed in space.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        kernel_size: ``K``, the side of the spatial kernel (its support).
+        input_size: ``H`` or ``(H, W)`` of the spectra the layer will see.
+        conj: ``"input"`` (paper, Eq. 4) or ``"weight"`` (exact CNN). Default: ``"input"``.
+        storage: how the weight is stored. ``"spatial"``: a real ``(C_out, C_in, K, K)``
+            kernel, transformed on every forward; the support is exact by
+            construction. ``"frequency"``: the full complex spectrum, brought
+            back onto the support by :meth:`fix_weights` after each optimizer
+            step (Weight Fixation). ``"free"``: the full spectrum and no
+            fixation (the paper's "-WF" ablation). Default: ``"spatial"``.
+        bias: add a learnable spatial bias (a DC offset). Default: ``False``.
+        anchor: ``"corner"`` (paper) or ``"center"``. Default: ``"corner"`` for
+            ``conj="input"``, ``"center"`` for ``conj="weight"``.
+
+    A kernel larger than the input (3x3 on the 2x2 maps of the last VGG block)
+    is folded onto the grid, as a circular convolution would; its support is
+    then ``min(K, H) x min(K, W)``.
+
+    Shape:
+        - Input: complex ``(B, C_in, H, W)``.
+        - Output: complex ``(B, C_out, H, W)``.
+
+    Attributes:
+        weight: real ``(C_out, C_in, K, K)`` for ``"spatial"``; for the frequency
+            storages ``(C_out, C_in, H, W, 2)``, the real and imaginary parts.
+            Initialised He-normal in space (std ``sqrt(2 / (C_in K^2))``), then
+            transformed.
+        bias: real ``(C_out,)`` or ``None``.
+
+    Examples::
+
+        >>> layer = SpectralConv2d(3, 8, 3, 32, conj="weight")
+        >>> x = torch.fft.fft2(torch.randn(4, 3, 32, 32))
+        >>> layer(x).shape
+        torch.Size([4, 8, 32, 32])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        input_size: int | tuple[int, int],
+        *,
+        conj: str = "input",
+        storage: str = "spatial",
+        bias: bool = False,
+        anchor: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = int(kernel_size)
+        self.input_size = _pair(input_size)
+        self.conj = spectral.check_choice("conj", conj, spectral.CONJUGATIONS)
+        self.storage = spectral.check_choice("storage", storage, STORAGES)
+        if anchor is None:
+            anchor = "corner" if conj == "input" else "center"
+        self.anchor = spectral.check_choice("anchor", anchor, spectral.ANCHORS)
+        if min(in_channels, out_channels, self.kernel_size) < 1:
+            raise ValueError(
+                f"in_channels, out_channels and kernel_size must be positive, "
+                f"got {in_channels}, {out_channels}, {kernel_size}"
+            )
+        if storage == "spatial":
+            shape = (out_channels, in_channels, self.kernel_size, self.kernel_size)
+        else:
+            shape = (out_channels, in_channels, *self.input_size, 2)
+        self.weight = nn.Parameter(torch.empty(shape, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He-normal spatial kernel (the paper's ``he_normal``), transformed for frequency storage."""
+        kernel = torch.empty(
+            self.out_channels, self.in_channels, self.kernel_size, self.kernel_size,
+            device=self.weight.device, dtype=self.weight.dtype,
+        )
+        nn.init.kaiming_normal_(kernel, mode="fan_in", nonlinearity="relu")
+        self.set_spatial_kernel(kernel)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    @torch.no_grad()
+    def set_spatial_kernel(self, kernel: torch.Tensor) -> None:
+        """Load a real ``(C_out, C_in, K, K)`` kernel into the weight, whatever the storage."""
+        expected = (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        if tuple(kernel.shape) != expected:
+            raise ValueError(f"expected a kernel of shape {expected}, got {tuple(kernel.shape)}")
+        kernel = kernel.to(self.weight.dtype)
+        if self.storage == "spatial":
+            self.weight.copy_(kernel)
+        else:
+            self.weight.copy_(torch.view_as_real(spectral.kernel_spectrum(kernel, self.input_size, self.anchor)))
+
+    def spectrum(self) -> torch.Tensor:
+        """The complex ``(C_out, C_in, H, W)`` frequency weight used by :meth:`forward`."""
+        if self.storage == "spatial":
+            return spectral.kernel_spectrum(self.weight, self.input_size, self.anchor)
+        return torch.view_as_complex(self.weight)
+
+    def spatial_kernel(self) -> torch.Tensor:
+        """The real ``(C_out, C_in, K, K)`` kernel that the weight represents.
+
+        For ``"spatial"`` storage this is the weight itself. For ``"frequency"``
+        storage after Weight Fixation it is exact: the layer computes precisely
+        the convolution with this kernel (up to the imaginary part, which is
+        zero unless an optimizer step has not been fixed yet). For ``"free"``
+        storage the full-size filter generally has no ``K x K`` support; the
+        result is then the real part of its restriction to the support, i.e.
+        what Weight Fixation would keep, *not* what the layer computes.
+        """
+        if self.storage == "spatial":
+            return self.weight.detach().clone()
+        with torch.no_grad():
+            return spectral.spectrum_to_kernel(self.spectrum(), self.kernel_size, self.anchor).real.clone()
+
+    @torch.no_grad()
+    def fix_weights(self, real_kernel: bool = False) -> None:
+        """Weight Fixation (paper Eq. 6): project the frequency weight onto the ``K x K`` support.
+
+        Call after every optimizer step for ``storage="frequency"``; see
+        :func:`apply_weight_fixation`. ``real_kernel=True`` also drops the
+        imaginary part of the spatial kernel (the authors' MNIST code).
+
+        Raises:
+            ValueError: for ``"spatial"`` (always on the support, nothing to do)
+            and ``"free"`` (the ablation without fixation) storage.
+        """
+        if self.storage != "frequency":
+            raise ValueError(f"Weight Fixation applies to storage 'frequency', this layer has storage {self.storage!r}")
+        projected = spectral.project_to_support(self.spectrum(), self.kernel_size, self.anchor, real_kernel)
+        self.weight.copy_(torch.view_as_real(projected))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.in_channels, self.input_size, type(self).__name__)
+        return SF.spectral_conv2d(x, self.spectrum(), self.bias, self.conj)
+
+    @classmethod
+    def from_conv2d(
+        cls, conv: nn.Conv2d, input_size: int | tuple[int, int], *, storage: str = "spatial"
+    ) -> "SpectralConv2d":
+        """The exact frequency twin of a stride-1, odd-kernel ``nn.Conv2d``.
+
+        The result (``conj="weight"``, centred anchor) equals ``conv`` applied
+        with **circular** ``K // 2`` padding. A zero-padded convolution needs
+        the linear-convolution padding of :mod:`cemnet.convert` instead.
+        """
+        k_h, k_w = conv.kernel_size
+        if (
+            k_h != k_w or k_h % 2 == 0 or conv.stride != (1, 1) or conv.dilation != (1, 1)
+            or conv.groups != 1 or conv.padding != (k_h // 2, k_w // 2)
+        ):
+            raise ValueError(
+                "from_conv2d needs a square odd kernel, stride 1, dilation 1, groups 1 and "
+                f"padding K//2; got kernel {conv.kernel_size}, stride {conv.stride}, "
+                f"dilation {conv.dilation}, groups {conv.groups}, padding {conv.padding}"
+            )
+        layer = cls(
+            conv.in_channels, conv.out_channels, k_h, input_size, conj="weight", storage=storage,
+            bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
+        )
+        layer.set_spatial_kernel(conv.weight.detach())
+        if conv.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(conv.bias)
+        return layer
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"input_size={self.input_size}, conj={self.conj!r}, storage={self.storage!r}"
+        )
+        if self.anchor != ("corner" if self.conj == "input" else "center"):
+            text += f", anchor={self.anchor!r}"
+        if self.bias is not None:
+            text += ", bias=True"
+        return text
+
+
+def apply_weight_fixation(model: nn.Module, real_kernel: bool = False) -> int:
+    """Apply :meth:`SpectralConv2d.fix_weights` to every ``storage="frequency"`` layer.
+
+    Call right after ``optimizer.step()``. Returns the number of layers fixed.
+    """
+    fixed = 0
+    for module in model.modules():
+        if isinstance(module, SpectralConv2d) and module.storage == "frequency":
+            module.fix_weights(real_kernel)
+            fixed += 1
+    return fixed
+
+
+class SpectralBatchNorm2d(nn.Module):
+    """Batch norm of the real and imaginary parts, with separate statistics (paper Eq. 12-15).
+
+    Args:
+        num_features: ``C``.
+        eps, momentum: as for ``nn.BatchNorm2d``.
+
+    Shape:
+        complex ``(B, C, H, W)`` -> complex ``(B, C, H, W)``.
+
+    Attributes:
+        real, imag: the two ``nn.BatchNorm2d`` that normalise each part.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, device=None, dtype=None) -> None:
+        super().__init__()
+        self.real = nn.BatchNorm2d(num_features, eps, momentum, device=device, dtype=dtype)
+        self.imag = nn.BatchNorm2d(num_features, eps, momentum, device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        self.real.reset_parameters()
+        self.imag.reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.real.num_features, None, type(self).__name__)
+        return torch.complex(self.real(x.real), self.imag(x.imag))
+
+
+class _MultiplicativeNoise(nn.Module):
+    """Shared body of the approximated dropout and Leaky ReLU: ``N(1, sigma)`` per part."""
+
+    def __init__(self, sigma: float, active_in_eval: bool = False) -> None:
+        super().__init__()
+        if sigma < 0:
+            raise ValueError(f"sigma must be non-negative, got {sigma}")
+        self.sigma = float(sigma)
+        self.active_in_eval = active_in_eval
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return SF.multiplicative_noise(x, self.sigma, self.training or self.active_in_eval)
+
+
+class SpectralDropout(_MultiplicativeNoise):
+    """Approximated dropout (paper Sec. 3.1.3): multiply by ``N(1, p/2)`` in training.
+
+    Real and imaginary parts get independent draws, fresh on every forward;
+    the layer is the identity in eval mode.
+
+    Args:
+        p: the dropout rate it imitates; ``sigma = p / 2``. Default: 0.5.
+
+    Shape:
+        complex ``(B, C, H, W)`` (any shape) -> same shape.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        super().__init__(p / 2)
+        self.p = p
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class SpectralLeakyReLU(_MultiplicativeNoise):
+    """Approximated Leaky ReLU (paper Sec. 3.1.4): multiply by ``N(1, sigma)``.
+
+    Followed by :class:`SpectralDropout`, the combined factor is the *product*
+    of the two independent draws. The paper's Eq. 22-23 describe instead the
+    product of the two densities, which is not the law of any factor these
+    layers draw; cemnet implements the draws (see docs/deviations.md).
+
+    Args:
+        p: rate that sets the default ``sigma = p / 4``. Default: 0.5.
+        sigma: explicit standard deviation (the authors' code uses ``p / 6``).
+        active_in_eval: keep the noise at evaluation, as the authors' code
+            does. Default: ``False`` (identity in eval mode, the paper).
+    """
+
+    def __init__(self, p: float = 0.5, sigma: float | None = None, active_in_eval: bool = False) -> None:
+        super().__init__(p / 4 if sigma is None else sigma, active_in_eval)
+        self.p = p
+
+    def extra_repr(self) -> str:
+        text = f"sigma={self.sigma:g}"
+        return text + ", active_in_eval=True" if self.active_in_eval else text
+
+
+class SpectralMaxPool2d(nn.Module):
+    """Max pooling through the spatial domain (paper Sec. 3.1.5).
+
+    Inverse FFT, real part, ``max_pool2d``, FFT. For the spectrum of a real
+    signal this equals ``fft2(max_pool2d(x))`` exactly.
+
+    Args:
+        kernel_size: window and stride ``k``. Default: 2.
+
+    Shape:
+        complex ``(B, C, H, W)`` -> complex ``(B, C, H // k, W // k)``.
+    """
+
+    def __init__(self, kernel_size: int = 2) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        SF.check_spectrum(x)
+        return SF.spectral_max_pool2d(x, self.kernel_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
+
+
+class TwoBranchHead(nn.Module):
+    """The end of CEMNet (paper Sec. 3.2): one real MLP branch per part, concatenated.
+
+    The real and imaginary parts are flattened separately; each goes through
+    ``[Linear, BatchNorm1d, LeakyReLU, Dropout] x len(hidden)``; the two results
+    are concatenated and a final ``Linear`` gives the logits.
+
+    Args:
+        in_features: ``C * H * W`` of the last spectrum (per part).
+        hidden: widths of the hidden layers of each branch, e.g. ``(120, 84)``.
+        num_classes: number of logits.
+        negative_slope: of the Leaky ReLU. Default: 0.2.
+        dropout: rate of the ordinary dropout in each branch; 0 disables it.
+        batch_norm: use ``BatchNorm1d`` in the branches. Default: ``True``.
+
+    Shape:
+        complex ``(B, C, H, W)`` -> real ``(B, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: tuple[int, ...],
+        num_classes: int,
+        negative_slope: float = 0.2,
+        dropout: float = 0.5,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.real = mlp_branch(in_features, hidden, negative_slope, dropout, batch_norm)
+        self.imag = mlp_branch(in_features, hidden, negative_slope, dropout, batch_norm)
+        self.classifier = nn.Linear(2 * (hidden[-1] if hidden else in_features), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        SF.check_spectrum(x)
+        features = torch.cat([self.real(x.real.flatten(1)), self.imag(x.imag.flatten(1))], dim=1)
+        return self.classifier(features)
+
+
+def mlp_branch(
+    in_features: int, hidden: tuple[int, ...], negative_slope: float, dropout: float, batch_norm: bool
+) -> nn.Sequential:
+    """``[Linear, BatchNorm1d?, LeakyReLU, Dropout?]`` for each width in ``hidden``.
+
+    Shared by the CEMNet head branches and the CNN twins' classifier.
+    """
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers.append(nn.Linear(in_features, width, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.LeakyReLU(negative_slope))
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        in_features = width
+    return nn.Sequential(*layers)
+
+
+class ToFrequency(nn.Module):
+    """``fft2`` of a real ``(B, C, H, W)`` batch: the entry of every CEMNet."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return spectral.to_frequency(x)
+
+
+__all__ = [
+    "SpectralConv2d",
+    "SpectralBatchNorm2d",
+    "SpectralDropout",
+    "SpectralLeakyReLU",
+    "SpectralMaxPool2d",
+    "TwoBranchHead",
+    "ToFrequency",
+    "apply_weight_fixation",
+    "mlp_branch",
+]

@@ -1,0 +1,126 @@
+"""The FFT conventions of cemnet, written down once.
+
+Every frequency tensor in cemnet is the **full** two-dimensional spectrum of a
+real signal over its last two dimensions, computed with ``torch.fft.fft2`` and
+the default ("backward") normalisation: the forward transform is unscaled and
+the inverse divides by ``H * W``. Activations are ``(B, C, H, W)``; kernels are
+``(C_out, C_in, K, K)`` in space and ``(C_out, C_in, H, W)`` in frequency.
+
+Kernel anchoring
+----------------
+A ``K x K`` kernel becomes an ``H x W`` filter by zero-padding. Two anchors:
+
+* ``"corner"``: the kernel sits in the upper-left corner (the paper, Sec. 3.1.1).
+* ``"center"``: the padded kernel is rolled by ``-(K // 2)`` on both axes so
+  that its centre tap sits at index ``(0, 0)``. With ``conj="weight"`` this
+  gives exactly ``F.conv2d`` with circular ``K // 2`` padding (odd ``K``).
+
+Conjugation
+-----------
+``Y = sum_cin X * conj(W)`` ("weight", exact): ``ifft2(Y).real`` is the
+cross-correlation that ``F.conv2d`` computes, with circular padding.
+``Y = sum_cin conj(X) * W`` ("input", the paper's Eq. 4): the same result
+index-reversed in space, ``y[-n mod N]``. Both are valid networks; see
+``DESIGN.md`` section 1.
+
+Weight Fixation
+---------------
+The paper's projection (Eq. 6): take a frequency weight back to space, keep the
+``K x K`` support, transform forward again. :func:`project_to_support` is that
+map; it is linear, idempotent and the identity on kernels that already have the
+support.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ANCHORS = ("corner", "center")
+CONJUGATIONS = ("input", "weight")
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise a ValueError naming both."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def to_frequency(x: torch.Tensor) -> torch.Tensor:
+    """Full spectrum of a real ``(..., H, W)`` tensor: a complex ``(..., H, W)`` tensor."""
+    return torch.fft.fft2(x)
+
+
+def to_spatial(x: torch.Tensor) -> torch.Tensor:
+    """Real part of the inverse transform of a complex ``(..., H, W)`` spectrum.
+
+    The paper takes the real part after every inverse transform, which discards
+    whatever the noise and batch-norm layers did to the Hermitian symmetry.
+    """
+    return torch.fft.ifft2(x).real
+
+
+def _shift(kernel_size: int, anchor: str) -> int:
+    return -(kernel_size // 2) if check_choice("anchor", anchor, ANCHORS) == "center" else 0
+
+
+def pad_kernel(weight: torch.Tensor, size: tuple[int, int], anchor: str = "corner") -> torch.Tensor:
+    """Zero-pad a ``(..., K, K)`` kernel to ``(..., H, W)`` with the given anchor.
+
+    A kernel larger than the signal (the 3x3 convolutions of the last VGG block
+    run on 2x2 maps) is folded modulo ``(H, W)``: tap ``n`` lands on ``n mod H``,
+    which is what a circular convolution on the small grid does with it.
+    """
+    k_h, k_w = weight.shape[-2:]
+    height, width = size
+    tiles_h, tiles_w = -(-k_h // height), -(-k_w // width)
+    padded = torch.nn.functional.pad(weight, (0, tiles_w * width - k_w, 0, tiles_h * height - k_h))
+    if tiles_h > 1 or tiles_w > 1:
+        tiled = padded.reshape(*padded.shape[:-2], tiles_h, height, tiles_w, width)
+        padded = tiled.sum(dim=(-4, -2))  # (..., H, W): taps folded modulo the grid
+    shift = (_shift(k_h, anchor), _shift(k_w, anchor))
+    return torch.roll(padded, shifts=shift, dims=(-2, -1)) if any(shift) else padded
+
+
+def crop_kernel(padded: torch.Tensor, kernel_size: int, anchor: str = "corner") -> torch.Tensor:
+    """Inverse of :func:`pad_kernel`: the support of an ``(..., H, W)`` filter.
+
+    The support is ``min(K, H) x min(K, W)``: a kernel folded onto a smaller
+    grid comes back folded.
+    """
+    shift = _shift(kernel_size, anchor)
+    if shift:
+        padded = torch.roll(padded, shifts=(-shift, -shift), dims=(-2, -1))
+    return padded[..., :kernel_size, :kernel_size]
+
+
+def kernel_spectrum(weight: torch.Tensor, size: tuple[int, int], anchor: str = "corner") -> torch.Tensor:
+    """``fft2`` of the padded kernel: ``(C_out, C_in, K, K)`` -> complex ``(C_out, C_in, H, W)``."""
+    return torch.fft.fft2(pad_kernel(weight, size, anchor))
+
+
+def spectrum_to_kernel(spectrum: torch.Tensor, kernel_size: int, anchor: str = "corner") -> torch.Tensor:
+    """The complex ``(C_out, C_in, K, K)`` support of a frequency weight (no projection check)."""
+    return crop_kernel(torch.fft.ifft2(spectrum), kernel_size, anchor)
+
+
+def project_to_support(
+    spectrum: torch.Tensor, kernel_size: int, anchor: str = "corner", real_kernel: bool = False
+) -> torch.Tensor:
+    """Weight Fixation: the spectrum of the ``K x K`` support of a frequency weight.
+
+    Args:
+        spectrum: complex ``(..., H, W)`` frequency weight.
+        kernel_size: ``K``, the side of the support that is kept.
+        anchor: where the support sits, ``"corner"`` or ``"center"``.
+        real_kernel: also drop the imaginary part of the spatial kernel, as the
+            authors' MNIST code does. The paper's projection keeps it.
+
+    Returns:
+        complex ``(..., H, W)`` spectrum whose inverse transform vanishes
+        outside the support.
+    """
+    kernel = spectrum_to_kernel(spectrum, kernel_size, anchor)  # (..., min(K, H), min(K, W))
+    if real_kernel:
+        kernel = kernel.real.to(spectrum.dtype)
+    return kernel_spectrum(kernel, spectrum.shape[-2:], anchor)

@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from cemnet import nn as cnn
+from cemnet.models import count_parameters, create_model, list_models, model_info
+
+# Parameter counts written out from the architectures (paper Sec. 4), not read off the code.
+# Convs/FCs followed by batch norm have no bias; a complex weight counts as two reals.
+LENET_FC = 784 * 120 + 2 * 120 + 120 * 84 + 2 * 84  # one MLP branch: FC + BN, twice
+EXPECTED_PARAMETERS = {
+    "lenet5": 6 * 25 + 2 * 6 + 16 * 6 * 25 + 2 * 16 + LENET_FC + 84 * 10 + 10,
+    "cemnet-mnist": 2 * 6 * 28 * 28 + 4 * 6 + 2 * 16 * 6 * 14 * 14 + 4 * 16 + 2 * LENET_FC + 168 * 10 + 10,
+    "vgg-small": (
+        9 * (3 * 64 + 64 * 128 + 128 * 256 + 256 * 512 + 512 * 512)
+        + 2 * (64 + 128 + 256 + 512 + 512) + 512 * 512 + 2 * 512 + 512 * 10 + 10
+    ),
+    "cemnet-small": (
+        2 * (32**2 * 3 * 64 + 16**2 * 64 * 128 + 8**2 * 128 * 256 + 4**2 * 256 * 512 + 2**2 * 512 * 512)
+        + 4 * (64 + 128 + 256 + 512 + 512) + 2 * (512 * 512 + 2 * 512) + 1024 * 10 + 10
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_runs_forward_and_backward(name):
+    model = create_model(name)
+    spec = model.spec
+    x = torch.randn(4, spec.in_channels, spec.image_size, spec.image_size)
+    logits = model(x)
+    assert logits.shape == (4, 10) and logits.dtype == torch.float32
+    logits.logsumexp(1).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert torch.isfinite(logits).all()
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMETERS))
+def test_parameter_counts(name):
+    assert count_parameters(create_model(name)) == EXPECTED_PARAMETERS[name]
+
+
+def test_registry_lists_the_paper_models():
+    assert {"lenet5", "cemnet-mnist", "vgg-small", "vgg-large", "cemnet-small", "cemnet-large"} <= set(list_models())
+    assert list_models("cemnet-*") == ["cemnet-large", "cemnet-mnist", "cemnet-small"]
+    assert model_info("cemnet-small").twin == "vgg-small"
+    assert model_info("lenet5").dataset == "mnist"
+
+
+def test_unknown_model_and_option_errors():
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'; expected one of \["):
+        create_model("resnet")
+    with pytest.raises(ValueError, match=r"does not take \['weight_fixation'\]"):
+        create_model("lenet5", weight_fixation=False)
+
+
+def _layers(model, kind):
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def test_cemnet_mirrors_its_cnn_twin():
+    for name in ("cemnet-mnist", "cemnet-small", "cemnet-large"):
+        cemnet, cnn_twin = create_model(name), create_model(model_info(name).twin)
+        convs = _layers(cnn_twin, torch.nn.Conv2d)
+        spectral = _layers(cemnet, cnn.SpectralConv2d)
+        assert [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in convs] == [
+            (s.in_channels, s.out_channels, s.kernel_size) for s in spectral
+        ]
+        assert len(_layers(cemnet, cnn.SpectralMaxPool2d)) == len(_layers(cnn_twin, torch.nn.MaxPool2d))
+        assert len(_layers(cemnet, cnn.SpectralBatchNorm2d)) == len(_layers(cnn_twin, torch.nn.BatchNorm2d))
+
+
+def test_weight_fixation_covers_the_papers_stages():
+    mnist = _layers(create_model("cemnet-mnist"), cnn.SpectralConv2d)
+    assert [layer.storage for layer in mnist] == ["frequency", "frequency"]
+    small = _layers(create_model("cemnet-small"), cnn.SpectralConv2d)
+    assert [layer.storage for layer in small] == ["frequency"] * 3 + ["free"] * 2
+    assert all(layer.conj == "input" for layer in small)
+
+
+def test_ablation_overrides():
+    model = create_model("cemnet-mnist", weight_fixation=False, batch_norm=False, dropout=False)
+    assert {layer.storage for layer in _layers(model, cnn.SpectralConv2d)} == {"free"}
+    assert not _layers(model, cnn.SpectralBatchNorm2d) and not _layers(model, torch.nn.BatchNorm1d)
+    assert not _layers(model, cnn.SpectralDropout) and not _layers(model, torch.nn.Dropout)
+    assert len(_layers(model, cnn.SpectralLeakyReLU)) == 2  # the activation stays
+    assert all(layer.bias is not None for layer in _layers(model, cnn.SpectralConv2d))
+    cnn_ablated = create_model("lenet5", batch_norm=False, dropout=False)
+    assert not _layers(cnn_ablated, torch.nn.BatchNorm2d) and not _layers(cnn_ablated, torch.nn.Dropout)
+    with pytest.raises(ValueError, match="contradicts"):
+        create_model("cemnet-mnist", weight_fixation=False, storage="spatial")
+
+
+def test_spatial_storage_stores_kernels():
+    model = create_model("cemnet-mnist", storage="spatial")
+    assert [tuple(l.weight.shape) for l in _layers(model, cnn.SpectralConv2d)] == [(6, 1, 5, 5), (16, 6, 5, 5)]
+
+
+@pytest.mark.parametrize("name", ["lenet5", "cemnet-mnist"])
+def test_wrong_input_shape_names_expected_and_got(name):
+    model = create_model(name)
+    with pytest.raises(ValueError, match=r"expects real images of shape \(B, 1, 28, 28\), got shape \(2, 3, 28, 28\)"):
+        model(torch.randn(2, 3, 28, 28))
+    with pytest.raises(ValueError, match=r"got shape \(28, 28\)"):
+        model(torch.randn(28, 28))

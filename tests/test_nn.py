@@ -1,0 +1,271 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cemnet import nn as cnn
+from cemnet.spectral import to_frequency, to_spatial
+
+DOUBLE = {"dtype": torch.float64}
+
+
+def assert_rel_close(actual, expected, rel=1e-10):
+    """Relative exactness: the error is measured against the size of the expected tensor."""
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * max(scale, 1e-30))
+
+
+def spatial_conv(x, kernel):
+    """The reference: PyTorch's cross-correlation with circular "same" padding."""
+    k = kernel.shape[-1]
+    return F.conv2d(F.pad(x, (k // 2,) * 4, mode="circular"), kernel)
+
+
+CASES = [  # (c_in, c_out, k, (H, W))
+    (1, 1, 1, (5, 5)),
+    (3, 4, 3, (8, 8)),
+    (2, 5, 3, (7, 10)),
+    (4, 2, 5, (12, 9)),
+    (6, 16, 5, (14, 14)),
+]
+
+
+@pytest.mark.parametrize("c_in,c_out,k,size", CASES)
+@pytest.mark.parametrize("storage", cnn.STORAGES)
+def test_exact_convention_equals_circular_conv2d(c_in, c_out, k, size, storage):
+    x = torch.randn(3, c_in, *size, **DOUBLE, requires_grad=True)
+    kernel = torch.randn(c_out, c_in, k, k, **DOUBLE, requires_grad=True)
+    layer = cnn.SpectralConv2d(c_in, c_out, k, size, conj="weight", storage=storage, **DOUBLE)
+    layer.set_spatial_kernel(kernel.detach())
+    out = to_spatial(layer(to_frequency(x)))
+    expected = spatial_conv(x, kernel)
+    assert_rel_close(out, expected)
+
+    upstream = torch.randn_like(expected)
+    (grad_x,) = torch.autograd.grad(out, x, upstream)
+    grad_x_ref, grad_k_ref = torch.autograd.grad(expected, (x, kernel), upstream)
+    assert_rel_close(grad_x, grad_x_ref)
+    if storage == "spatial":
+        (grad_k,) = torch.autograd.grad(to_spatial(layer(to_frequency(x))), layer.weight, upstream)
+        assert_rel_close(grad_k, grad_k_ref)
+
+
+@pytest.mark.parametrize("c_in,c_out,k,size", CASES)
+def test_paper_convention_is_the_index_reversed_exact_result(c_in, c_out, k, size):
+    x = to_frequency(torch.randn(2, c_in, *size, **DOUBLE))
+    paper = cnn.SpectralConv2d(c_in, c_out, k, size, conj="input", **DOUBLE)
+    exact = cnn.SpectralConv2d(c_in, c_out, k, size, conj="weight", anchor="corner", **DOUBLE)
+    exact.load_state_dict(paper.state_dict())
+    reversed_exact = torch.roll(torch.flip(to_spatial(exact(x)), dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))
+    assert_rel_close(to_spatial(paper(x)), reversed_exact)
+    # The corner-anchored exact layer is conv2d anchored top-left: circular padding bottom/right.
+    spatial = to_spatial(x)
+    anchored = F.conv2d(F.pad(spatial, (0, k - 1, 0, k - 1), mode="circular"), exact.weight)
+    assert_rel_close(to_spatial(exact(x)), anchored)
+
+
+def test_bias_is_a_spatial_offset():
+    layer = cnn.SpectralConv2d(2, 3, 3, 6, conj="weight", bias=True, **DOUBLE)
+    nn.init.normal_(layer.bias)
+    x = torch.randn(2, 2, 6, 6, **DOUBLE)
+    expected = spatial_conv(x, layer.weight) + layer.bias[:, None, None]
+    assert_rel_close(to_spatial(layer(to_frequency(x))), expected.detach())
+
+
+def test_from_conv2d_builds_the_exact_twin():
+    conv = nn.Conv2d(3, 5, 3, padding=1, padding_mode="circular", **DOUBLE)
+    layer = cnn.SpectralConv2d.from_conv2d(conv, (9, 7))
+    x = torch.randn(2, 3, 9, 7, **DOUBLE)
+    assert_rel_close(to_spatial(layer(to_frequency(x))), conv(x).detach())
+    with pytest.raises(ValueError, match="stride 1"):
+        cnn.SpectralConv2d.from_conv2d(nn.Conv2d(3, 5, 3, stride=2, padding=1), 8)
+
+
+@pytest.mark.parametrize("storage", cnn.STORAGES)
+def test_spatial_kernel_round_trip(storage):
+    layer = cnn.SpectralConv2d(2, 3, 3, 8, storage=storage, **DOUBLE)
+    kernel = torch.randn(3, 2, 3, 3, **DOUBLE)
+    layer.set_spatial_kernel(kernel)
+    assert_rel_close(layer.spatial_kernel(), kernel)
+
+
+def test_weight_fixation_after_rmsprop_step_keeps_the_support():
+    layer = cnn.SpectralConv2d(3, 4, 3, 8, storage="frequency", **DOUBLE)
+    model = nn.Sequential(layer)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=0.01)
+    x = to_frequency(torch.randn(5, 3, 8, 8, **DOUBLE))
+    to_spatial(model(x)).square().mean().backward()
+    optimizer.step()
+
+    def off_support(module):
+        full = torch.fft.ifft2(module.spectrum().detach())
+        mask = torch.ones(8, 8, dtype=torch.bool)
+        mask[:3, :3] = False
+        return full[..., mask].abs().max().item()
+
+    assert off_support(layer) > 1e-3  # RMSprop's per-frequency step leaves the support
+    assert cnn.apply_weight_fixation(model) == 1
+    assert off_support(layer) < 1e-12
+    fixed = layer.weight.detach().clone()
+    cnn.apply_weight_fixation(model)
+    torch.testing.assert_close(layer.weight.detach(), fixed, rtol=0, atol=1e-14)
+
+
+def test_real_kernel_weight_fixation():
+    layer = cnn.SpectralConv2d(2, 2, 3, 6, storage="frequency", **DOUBLE)
+    with torch.no_grad():
+        layer.weight.add_(torch.randn_like(layer.weight))
+    layer.fix_weights(real_kernel=True)
+    kernel = torch.fft.ifft2(layer.spectrum().detach())
+    assert kernel.imag.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("storage", ["spatial", "free"])
+def test_weight_fixation_is_refused_where_it_does_not_apply(storage):
+    layer = cnn.SpectralConv2d(2, 2, 3, 6, storage=storage)
+    with pytest.raises(ValueError, match="storage 'frequency'"):
+        layer.fix_weights()
+    assert cnn.apply_weight_fixation(nn.Sequential(layer)) == 0
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match=r"conj must be one of \['input', 'weight'\], got 'both'"):
+        cnn.SpectralConv2d(1, 1, 3, 8, conj="both")
+    with pytest.raises(ValueError, match="storage must be one of"):
+        cnn.SpectralConv2d(1, 1, 3, 8, storage="disk")
+    with pytest.raises(ValueError, match="must be positive"):
+        cnn.SpectralConv2d(0, 1, 3, 8)
+
+
+def test_forward_validation_names_expected_and_got():
+    layer = cnn.SpectralConv2d(3, 4, 3, 8)
+    with pytest.raises(ValueError, match=r"expected 3 input channels, got 2"):
+        layer(to_frequency(torch.randn(1, 2, 8, 8)))
+    with pytest.raises(ValueError, match=r"expected spatial size \(8, 8\), got \(9, 9\)"):
+        layer(to_frequency(torch.randn(1, 3, 9, 9)))
+    with pytest.raises(ValueError, match="complex"):
+        layer(torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="4D"):
+        layer(to_frequency(torch.randn(3, 8, 8)))
+
+
+def test_extra_repr_shows_non_defaults():
+    text = repr(cnn.SpectralConv2d(3, 4, 3, 8, conj="weight", anchor="corner", bias=True))
+    assert "conj='weight'" in text and "anchor='corner'" in text and "bias=True" in text
+    assert "anchor" not in repr(cnn.SpectralConv2d(3, 4, 3, 8))
+
+
+def test_batch_norm_equals_two_batch_norms():
+    layer = cnn.SpectralBatchNorm2d(4).double()
+    real, imag = nn.BatchNorm2d(4).double(), nn.BatchNorm2d(4).double()
+    for bn in (layer.real, layer.imag):
+        nn.init.normal_(bn.weight)
+        nn.init.normal_(bn.bias)
+    real.load_state_dict(layer.real.state_dict())
+    imag.load_state_dict(layer.imag.state_dict())
+    for _ in range(3):
+        x = to_frequency(torch.randn(6, 4, 5, 5, **DOUBLE))
+        out = layer(x)
+        assert_rel_close(out.real, real(x.real))
+        assert_rel_close(out.imag, imag(x.imag))
+    assert_rel_close(layer.real.running_var, real.running_var)
+    assert_rel_close(layer.imag.running_mean, imag.running_mean)
+    layer.eval(), real.eval(), imag.eval()
+    x = to_frequency(torch.randn(2, 4, 5, 5, **DOUBLE))
+    assert_rel_close(layer(x).real, real(x.real))
+    assert_rel_close(layer(x).imag, imag(x.imag))
+    assert not torch.allclose(layer.real.running_mean, layer.imag.running_mean)
+
+
+NOISE_LAYERS = [
+    (cnn.SpectralDropout(0.5), 0.25),
+    (cnn.SpectralLeakyReLU(0.5), 0.125),
+    (cnn.SpectralLeakyReLU(0.6, sigma=0.1), 0.1),
+]
+
+
+@pytest.mark.parametrize("layer,sigma", NOISE_LAYERS)
+def test_noise_layers(layer, sigma):
+    x = torch.full((64, 8, 16, 16), 1 + 1j, dtype=torch.complex128)
+    layer.train()
+    first, second = layer(x), layer(x)
+    assert not torch.equal(first, second)
+    for part in (first.real, first.imag):
+        assert part.mean().item() == pytest.approx(1.0, abs=0.01)
+        assert part.std().item() == pytest.approx(sigma, rel=0.05)
+    correlation = torch.corrcoef(torch.stack([first.real.flatten(), first.imag.flatten()]))[0, 1]
+    assert abs(correlation.item()) < 0.02  # real and imaginary draws are independent
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_leaky_relu_noise_can_stay_active_in_eval():
+    layer = cnn.SpectralLeakyReLU(0.5, sigma=0.5 / 6, active_in_eval=True).eval()
+    x = torch.ones(100, dtype=torch.complex64)
+    assert not torch.equal(layer(x), x)
+    assert "active_in_eval=True" in repr(layer)
+
+
+def test_invalid_dropout_rate():
+    with pytest.raises(ValueError, match=r"\[0, 1\), got 1.5"):
+        cnn.SpectralDropout(1.5)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 10)])
+def test_max_pool_equals_spatial_max_pool(size):
+    x = torch.randn(3, 4, *size, **DOUBLE)
+    out = cnn.SpectralMaxPool2d(2)(to_frequency(x))
+    assert_rel_close(to_spatial(out), F.max_pool2d(x, 2))
+    assert out.is_complex()
+
+
+def test_two_branch_head_uses_each_part_separately():
+    head = cnn.TwoBranchHead(12, (5,), 3).double().eval()
+    x = to_frequency(torch.randn(4, 3, 2, 2, **DOUBLE))
+    out = head(x)
+    assert out.shape == (4, 3) and not out.is_complex()
+    changed = torch.complex(x.real, x.imag + 1.0)
+    with torch.no_grad():
+        head.imag[0].weight.zero_()
+    torch.testing.assert_close(head(changed), head(x))  # a dead imaginary branch ignores the imaginary part
+
+
+@pytest.mark.parametrize("conj", ["input", "weight"])
+@pytest.mark.parametrize("storage", cnn.STORAGES)
+def test_gradcheck_conv(conj, storage):
+    layer = cnn.SpectralConv2d(2, 3, 3, (5, 4), conj=conj, storage=storage, bias=True, **DOUBLE)
+    x = to_frequency(torch.randn(2, 2, 5, 4, **DOUBLE)).requires_grad_()
+    assert torch.autograd.gradcheck(layer, (x,))
+    weight = layer.weight.detach().clone().requires_grad_()
+
+    def as_function_of_weight(w):
+        return torch.func.functional_call(layer, {"weight": w, "bias": layer.bias}, (x.detach(),))
+
+    assert torch.autograd.gradcheck(as_function_of_weight, (weight,))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        cnn.SpectralBatchNorm2d(2),
+        cnn.SpectralMaxPool2d(2),
+        cnn.TwoBranchHead(8, (4,), 3, dropout=0.0),
+    ],
+    ids=["batchnorm", "maxpool", "head"],
+)
+def test_gradcheck_other_layers(layer):
+    layer = layer.double()
+    # A generic complex input: the 2x2 spectrum of a real map would have no imaginary part.
+    size = 2 if isinstance(layer, cnn.TwoBranchHead) else 6
+    x = torch.randn(4, 2, size, size, dtype=torch.complex128, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+def test_gradcheck_noise_with_fixed_draws():
+    x = to_frequency(torch.randn(2, 2, 4, 4, **DOUBLE)).requires_grad_()
+
+    def noisy(inp):
+        torch.manual_seed(1)  # the same draws on every call, so the map is deterministic
+        return cnn.functional.multiplicative_noise(inp, 0.3)
+
+    assert torch.autograd.gradcheck(noisy, (x,))
