@@ -1,0 +1,7 @@
+"""``python -m cemnet`` is the ``cemnet`` command."""
+
+import sys
+
+from cemnet.cli import main
+
+sys.exit(main())

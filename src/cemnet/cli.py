@@ -1,0 +1,157 @@
+"""The ``cemnet`` command line: ``cemnet train|eval|models ...`` (``cemnet -h`` lists all)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from typing import Any, Callable
+
+from cemnet.checkpoint import CheckpointError
+from cemnet.data import DATASETS, DataError
+
+EXIT_DATA = 2  # missing/corrupt data or checkpoint: the message says what to do
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``key=value`` with a Python literal value (``true``/``false`` accepted)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    lowered = {"true": "True", "false": "False", "none": "None"}.get(raw.lower(), raw)
+    try:
+        return key, ast.literal_eval(lowered)
+    except (ValueError, SyntaxError):
+        return key, raw
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder holding mnist/, fashion-mnist/, cifar10/ "
+                        "(default: $CEMNET_DATA or ~/.cache/cemnet)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--no-download", dest="download", action="store_false",
+                        help="never try to download missing data files")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-option", "-O", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                        help="preset override, e.g. -O weight_fixation=false -O storage=spatial (repeatable)")
+
+
+# ---------------------------------------------------------------------------- subcommands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cemnet.train import TrainConfig, train
+
+    config = TrainConfig(
+        model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+        preset=args.preset, lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
+        device=args.device, data_dir=args.data_dir, out=args.out, download=args.download,
+        limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.no_progress,
+        model_options=dict(args.model_option),
+    )
+    summary = train(config, resume=args.resume)
+    if "test_accuracy" in summary:
+        print(f"test accuracy {summary['test_accuracy']:.4f} (error {100 * (1 - summary['test_accuracy']):.2f}%), "
+              f"best {summary['best_test_accuracy']:.4f}; checkpoints and metrics.csv in {summary['out']}")
+    else:
+        print(f"nothing to do: {summary['out']} already holds {summary['epochs_run']} epochs")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cemnet.checkpoint import load_weights, read_header
+    from cemnet.data import dataset_info, load_dataset, normalize
+    from cemnet.models import create_model
+    from cemnet.train import evaluate, resolve_device
+
+    meta = read_header(args.checkpoint)["meta"]
+    dataset = args.dataset or meta["dataset"]
+    model = create_model(meta["model"], **meta["model_options"])
+    load_weights(args.checkpoint, model)
+    model.to(resolve_device(args.device))
+    images, labels = load_dataset(dataset, "test", args.data_dir, download=args.download)
+    result = evaluate(model, normalize(images, dataset), labels, batch_size=args.batch_size)
+    print(f"{meta['model']} on {dataset} test ({result['count']} images): accuracy {result['accuracy']:.4f}, "
+          f"error rate {100 * (1 - result['accuracy']):.2f}%, loss {result['loss']:.4f}")
+    for name, accuracy in zip(dataset_info(dataset).classes, result["per_class"]):
+        print(f"  {name:>12}: {accuracy:.4f}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cemnet.models import count_parameters, create_model, list_models, model_info
+
+    print(f"{'name':<14} {'data':<8} {'twin of':<10} {'parameters':>12}  description")
+    for name in list_models(args.pattern):
+        info = model_info(name)
+        parameters = count_parameters(create_model(name))
+        print(f"{name:<14} {info.dataset:<8} {info.twin or '':<10} {parameters:>12,}  {info.summary}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cemnet", description="CNNs trained in the frequency domain (CEMNet).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    train = command("train", cmd_train, "train a model preset with the paper's recipe")
+    train.add_argument("--model", default="cemnet-mnist", help="a preset from `cemnet models` (default: cemnet-mnist)")
+    train.add_argument("--dataset", choices=sorted(DATASETS), help="default: the data set the preset is built for")
+    train.add_argument("--epochs", type=int, default=5, help="default: 5 (the paper trains 800)")
+    train.add_argument("--batch-size", type=int, default=100, help="global batch size (default: 100)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default: the preset's, 0.004)")
+    train.add_argument("--warmup-epochs", type=float, help="linear warm-up length (default: the preset's)")
+    train.add_argument("--preset", default="paper", choices=["paper", "authors-code"],
+                       help="optimizer recipe: the paper's, or the authors' public code's (default: paper)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="run folder for checkpoints and metrics (default: runs/MODEL)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors exactly")
+    train.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
+    train.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test images")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines only)")
+    _add_model_options(train)
+    _add_common(train)
+
+    evaluate = command("eval", cmd_eval, "evaluate a checkpoint: accuracy, error rate, per-class accuracy")
+    evaluate.add_argument("--checkpoint", required=True, help="a .safetensors file written by `cemnet train`")
+    evaluate.add_argument("--dataset", choices=sorted(DATASETS), help="default: the one it was trained on")
+    evaluate.add_argument("--batch-size", type=int, default=500)
+    _add_common(evaluate)
+
+    models = command("models", cmd_models, "list the model presets with their parameter counts")
+    models.add_argument("pattern", nargs="?", default="*", help="glob over the names (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cemnet.train import TrainingDiverged
+
+    try:
+        return args.handler(args)
+    except (DataError, CheckpointError) as error:
+        print(f"cemnet: error: {error}", file=sys.stderr)
+        return EXIT_DATA
+    except TrainingDiverged as error:
+        print(f"cemnet: error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except ValueError as error:  # bad options: the message names what was expected
+        print(f"cemnet: error: {error}", file=sys.stderr)
+        return EXIT_DATA
+
+
+if __name__ == "__main__":
+    sys.exit(main())
