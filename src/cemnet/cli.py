@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset=args.preset, lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
         device=args.device, data_dir=args.data_dir, out=args.out, download=args.download,
         limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.no_progress,
-        model_options=dict(args.model_option),
+        stop_after=args.stop_after, model_options=dict(args.model_option),
     )
     summary = train(config, resume=args.resume)
     if "test_accuracy" in summary:
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors exactly")
     train.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
     train.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test images")
+    train.add_argument("--stop-after", type=int, metavar="K",
+                       help="stop this invocation after K epochs (resume later with --resume)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines only)")
     _add_model_options(train)
     _add_common(train)

@@ -152,6 +152,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2
     }
 
     def find_class(self, module: str, name: str):
@@ -249,6 +250,15 @@ def _load_cifar(info: DatasetInfo, folder: Path, files: tuple[DataFile, ...]) ->
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def _cache_key(name: str, split: str, folder: Path) -> tuple:
+    """Where the files are and when they last changed: a reload is needed only if this changes."""
+    stamps = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file())) if folder.is_dir() else ()
+    return name, split, str(folder.resolve()), stamps
+
+
+_LOADED: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def load_dataset(
     name: str,
     split: str = "train",
@@ -257,6 +267,9 @@ def load_dataset(
     timeout: float = 10.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels of a split, as stored: uint8 ``(N, C, H, W)`` and int64 ``(N,)``.
+
+    The last split read is kept in memory (until its files change); treat the
+    returned tensors as read-only.
 
     Args:
         name: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
@@ -274,6 +287,9 @@ def load_dataset(
     files = info.train if split == "train" else info.test
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     folder = folder / name
+    key = _cache_key(name, split, folder)
+    if key in _LOADED:  # a process that trains several models (reproduce, tests) reads and checks once
+        return _LOADED[key]
     loader = _load_cifar if name == "cifar10" else _load_mnist_style
     try:
         images, labels = loader(info, folder, files)
@@ -283,7 +299,11 @@ def load_dataset(
         names = [CIFAR_ARCHIVE.name] if name == "cifar10" else [f.name for f in info.train + info.test]
         _download(info, names, folder, timeout)
         images, labels = loader(info, folder, files)
-    return torch.from_numpy(images.copy()), torch.from_numpy(labels.copy())
+        key = _cache_key(name, split, folder)
+    while len(_LOADED) >= 2:  # keep a train and a test split: CIFAR-10's training set alone is 150 MB
+        _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[key] = torch.from_numpy(images.copy()), torch.from_numpy(labels.copy())
+    return _LOADED[key]
 
 
 def normalize(images: torch.Tensor, name: str) -> torch.Tensor:

@@ -71,6 +71,8 @@ class TrainConfig:
 
     ``lr`` and ``warmup_epochs`` left at ``None`` take the preset's values.
     ``limit_train``/``limit_test`` keep the first N samples (quick runs, tests).
+    ``stop_after`` ends this invocation after that many epochs (a time slice
+    on a pre-emptible machine); ``--resume`` continues where it stopped.
     ``model_options`` are overrides for :func:`cemnet.models.create_model`.
     """
 
@@ -89,6 +91,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     progress: bool = True
+    stop_after: int | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -167,6 +170,12 @@ class World:
         tensor = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(tensor)
         return tensor.tolist()
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Give every rank rank 0's batch-norm statistics (DDP syncs them only before a forward)."""
+        if self.size > 1:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
 
 
 def init_distributed(device: torch.device) -> World:
@@ -260,7 +269,7 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train ``config.model``; returns the final metrics and the run folder.
+    """Train ``config.model``; returns the last epoch's metrics, the run folder and the model.
 
     Writes to ``config.out``: ``metrics.csv`` (one row per epoch), ``last`` and
     ``best`` checkpoints (best by test accuracy: the paper has no validation
@@ -345,9 +354,10 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
                "images_per_second"]
 
     # Train --------------------------------------------------------------------------
-    summary: dict[str, Any] = {"out": str(out), "epochs_run": start_epoch}
+    summary: dict[str, Any] = {"out": str(out), "epochs_run": start_epoch, "model": model}
     with _interrupt_requested() as interrupt:
-        for epoch in range(start_epoch, config.epochs):
+        last_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
+        for epoch in range(start_epoch, last_epoch):
             network.train()
             order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # same shards after a resume
             batches = iterate_batches(len(train_y), local_batch, True, order, world.rank, world.size)
@@ -388,6 +398,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
             bar.close()
 
             seconds = time.perf_counter() - started
+            world.sync_buffers(model)
             loss_sum, correct, seen = world.sum([loss_sum, correct, seen], device)
             test = evaluate(model, test_x, test_y, world=world)
             row = {
@@ -416,7 +427,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
                     f"acc {row['test_accuracy']:.4f}  {seconds:.1f}s  {row['images_per_second']:.0f} img/s",
                     flush=True,
                 )
-            summary = {**row, "best_test_accuracy": best_accuracy, "out": str(out), "epochs_run": epoch + 1}
+            summary = {**row, "best_test_accuracy": best_accuracy, "out": str(out), "epochs_run": epoch + 1,
+                       "model": model}
     if writer is not None:
         writer.close()
     return summary

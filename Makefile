@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine (see README): `make train` and `make test`.
+# Both create .venv on first use. A torch is installed first only when the venv has
+# none: "torch==2.13.*" resolves to the CPU wheel in this project's package cache,
+# while pyproject.toml keeps the loose "torch>=2.3" so CUDA users keep their build.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Real MNIST/CIFAR-10 for offline machines: ../shared/data when it exists, else the
+# per-user cache (where `cemnet train` downloads to).
+DATA ?= $(firstword $(wildcard ../shared/data) $(HOME)/.cache/cemnet)
+EPOCHS ?= 2
+
+.PHONY: setup train test slow bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "torch==2.13.*"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+train: setup
+	$(BIN)/cemnet train --model cemnet-mnist --dataset mnist --epochs $(EPOCHS) --data-dir $(DATA) --out runs/cemnet-mnist
+
+test: setup
+	CEMNET_DATA=$(DATA) $(BIN)/python -m pytest
+
+slow: setup
+	CEMNET_DATA=$(DATA) $(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/cemnet bench --out docs/bench.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,137 @@
+import os
+import signal
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from cemnet import checkpoint as ckpt
+from cemnet import train as trainer
+from cemnet.train import TrainConfig, TrainingDiverged, make_optimizer, make_schedule, train
+
+TINY = {"limit_train": 200, "limit_test": 200, "batch_size": 50, "progress": False, "download": False}
+
+
+def _config(data_dir, tmp_path, **overrides):
+    return TrainConfig(**{"model": "cemnet-mnist", "epochs": 2, "data_dir": str(data_dir),
+                          "out": str(tmp_path), **TINY, **overrides})
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_schedule_is_cosine_to_the_floor_after_warmup():
+    param = torch.nn.Parameter(torch.zeros(1))
+    recipe = trainer.PRESETS["authors-code"]
+    optimizer = make_optimizer(torch.nn.Linear(1, 1), recipe)
+    schedule = make_schedule(optimizer, recipe, total_steps=100, warmup_steps=10)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.004 / 10) and lrs[9] == pytest.approx(0.004)
+    assert lrs[10] == pytest.approx(0.004) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-7)
+    assert param.grad is None
+
+
+def test_paper_recipe_defaults():
+    config = TrainConfig()
+    recipe = config.recipe()
+    assert (config.batch_size, recipe.lr, recipe.min_lr, recipe.warmup_epochs, recipe.clip_norm) == (
+        100, 0.004, 1e-7, 0.0, None)
+    assert TrainConfig(lr=0.01).recipe().lr == 0.01
+    with pytest.raises(ValueError, match="preset must be one of"):
+        TrainConfig(preset="adam")
+
+
+@pytest.mark.parametrize("model", ["lenet5", "cemnet-mnist"])
+def test_training_learns_and_writes_its_outputs(data_dir, tmp_path, model):
+    summary = train(_config(data_dir, tmp_path, model=model, epochs=2, limit_train=1000))
+    assert summary["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,lr,train_loss") and len(lines) == 3
+    assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "last.safetensors").is_file()
+
+
+def test_training_is_deterministic(data_dir, tmp_path):
+    first = train(_config(data_dir, tmp_path / "a", epochs=1))
+    second = train(_config(data_dir, tmp_path / "b", epochs=1))
+    _assert_same_weights(_weights(tmp_path / "a/last.safetensors"), _weights(tmp_path / "b/last.safetensors"))
+    assert first["train_loss"] == second["train_loss"]
+
+
+@pytest.mark.parametrize("model,preset", [("cemnet-mnist", "paper"), ("lenet5", "authors-code")])
+def test_interrupted_and_resumed_equals_uninterrupted(data_dir, tmp_path, model, preset):
+    full = train(_config(data_dir, tmp_path / "full", model=model, preset=preset))
+    train(_config(data_dir, tmp_path / "split", model=model, preset=preset, stop_after=1))
+    resumed = train(_config(data_dir, tmp_path / "split", model=model, preset=preset), resume=True)
+    _assert_same_weights(_weights(tmp_path / "full/last.safetensors"), _weights(tmp_path / "split/last.safetensors"))
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert len((tmp_path / "split/metrics.csv").read_text().splitlines()) == 3
+
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(data_dir, tmp_path, monkeypatch):
+    train(_config(data_dir, tmp_path / "full"))
+    calls = {"n": 0}
+    fix = trainer.apply_weight_fixation
+
+    def fix_then_interrupt(model, real_kernel=False):
+        calls["n"] += 1
+        if calls["n"] == 6:  # step 2 of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return fix(model, real_kernel)
+
+    monkeypatch.setattr(trainer, "apply_weight_fixation", fix_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(data_dir, tmp_path / "split"))
+    monkeypatch.setattr(trainer, "apply_weight_fixation", fix)
+    assert ckpt.load_state(tmp_path / "split/last.safetensors")["step"] == 2
+    train(_config(data_dir, tmp_path / "split"), resume=True)
+    _assert_same_weights(_weights(tmp_path / "full/last.safetensors"), _weights(tmp_path / "split/last.safetensors"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    train(_config(data_dir, tmp_path, stop_after=1))
+    good = (tmp_path / "last.safetensors").read_bytes()
+    real_loss = trainer.F.cross_entropy
+    monkeypatch.setattr(trainer.F, "cross_entropy",
+                        lambda logits, y, **kw: real_loss(logits, y, **kw) * float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*unchanged"):
+        train(_config(data_dir, tmp_path), resume=True)
+    assert (tmp_path / "last.safetensors").read_bytes() == good
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank, world_size, port, config, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    summary = train(config)
+    torch.save({k: v.detach().clone() for k, v in summary["model"].state_dict().items()}, results / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_keeps_weights_identical(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path / "run", epochs=1, limit_train=400)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), config, tmp_path), nprocs=2)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    _assert_same_weights(rank0, rank1)
+    _assert_same_weights(_weights(tmp_path / "run/last.safetensors"), rank0)  # rank 0 wrote its weights
