@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset=args.preset, lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
         device=args.device, data_dir=args.data_dir, out=args.out, download=args.download,
         limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.no_progress,
-        stop_after=args.stop_after, model_options=dict(args.model_option),
+        stop_after=args.stop_after, bn_recalibration=args.bn_recalibration, model_options=dict(args.model_option),
     )
     summary = train(config, resume=args.resume)
     if "test_accuracy" in summary:
@@ -93,6 +93,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ops(args: argparse.Namespace) -> int:
+    from cemnet.models import create_model
+    from cemnet.ops import count_ops
+
+    counts = count_ops(create_model(args.model, **dict(args.model_option)), rule=args.rule)
+    print(f"{args.model}: operations per image (conventions: `python -m pydoc cemnet.ops`, docs/ops.md)")
+    print(counts.table())
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from cemnet.reproduce import reproduce
+
+    if args.epochs < 800:
+        print(f"note: the paper trains 800 epochs per row; this run uses {args.epochs}")
+    print(reproduce(args.table, epochs=args.epochs, out=args.out, data_dir=args.data_dir, device=args.device,
+                    download=args.download, progress=not args.no_progress, limit_train=args.limit_train,
+                    limit_test=args.limit_test))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -121,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test images")
     train.add_argument("--stop-after", type=int, metavar="K",
                        help="stop this invocation after K epochs (resume later with --resume)")
+    train.add_argument("--bn-recalibration", type=int, default=5000, metavar="N",
+                       help="re-estimate batch-norm statistics on N training images before each evaluation "
+                            "(removes the dropout variance shift; 0 disables; default: 5000)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines only)")
     _add_model_options(train)
     _add_common(train)
@@ -130,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", choices=sorted(DATASETS), help="default: the one it was trained on")
     evaluate.add_argument("--batch-size", type=int, default=500)
     _add_common(evaluate)
+
+    ops = command("ops", cmd_ops, "count forward and backward operations per image, layer by layer")
+    ops.add_argument("--model", required=True, help="a preset from `cemnet models`")
+    ops.add_argument("--rule", default="paper", choices=["paper", "autograd"],
+                     help="backward rule: the paper's (backward = forward, plus Weight Fixation) or full autograd")
+    _add_model_options(ops)
+
+    repro = command("reproduce", cmd_reproduce, "train every row of the paper's Table 1 (MNIST) or 2 (CIFAR-10)")
+    repro.add_argument("table", choices=["table1", "table2"])
+    repro.add_argument("--epochs", type=int, default=800, help="epochs per row (default: the paper's 800; "
+                       "on a CPU use a handful)")
+    repro.add_argument("--out", default="runs/reproduce", help="folder for the runs and the table")
+    repro.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
+    repro.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test images")
+    repro.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(repro)
 
     models = command("models", cmd_models, "list the model presets with their parameter counts")
     models.add_argument("pattern", nargs="?", default="*", help="glob over the names (default: all)")

@@ -1,0 +1,139 @@
+"""``cemnet reproduce table1|table2``: train every row of the paper's Tables 1-2 with one recipe.
+
+Each row trains into ``OUT/ROW`` with :func:`cemnet.train.train`; a row whose
+run already holds the requested epochs is read back, not retrained, and an
+interrupted row resumes. The table is written to ``OUT/TABLE.md`` and the raw
+numbers to ``OUT/TABLE.json``.
+
+The paper trains 800 epochs per row. On a CPU that is weeks, so runs here use
+far fewer (``--epochs``), and the table says how many were run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cemnet.checkpoint import read_header
+from cemnet.models import create_model
+from cemnet.ops import count_ops
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a paper table: what to train and what the paper reports."""
+
+    slug: str
+    label: str
+    paper_error: str
+    paper_ops: str
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+NO_BASELINE = "not implemented: the published description was not available to us (docs/results.md)"
+ABLATIONS = {
+    "wf-bn-dropout": {"weight_fixation": False, "batch_norm": False, "dropout": False},
+    "bn-dropout": {"batch_norm": False, "dropout": False},
+    "dropout": {"dropout": False},
+}
+
+TABLES: dict[str, list[Row]] = {
+    "table1": [
+        Row("lenet5", "Modified LeNet-5 (CNN)", "0.72%", "692K / 692K", "lenet5"),
+        Row("2srelu", "2SReLU [24]", "3.08%", "N/A", note=NO_BASELINE),
+        Row("fcnn", "FCNN [16]", "≈3%", "N/A", note=NO_BASELINE),
+        Row("cemnet-wf-bn-dropout", "CEMNet − WF − BN − Dropout", "1.11%", "N/A", "cemnet-mnist",
+            ABLATIONS["wf-bn-dropout"]),
+        Row("cemnet-bn-dropout", "CEMNet − BN − Dropout", "0.99%", "N/A", "cemnet-mnist", ABLATIONS["bn-dropout"]),
+        Row("cemnet-dropout", "CEMNet − Dropout", "0.91%", "N/A", "cemnet-mnist", ABLATIONS["dropout"]),
+        Row("cemnet", "CEMNet", "0.67%", "368K / 481K", "cemnet-mnist"),
+    ],
+    "table2": [
+        Row("vgg-small", "Small CNN", "21.07%", "68.10M / 68.10M", "vgg-small"),
+        Row("vgg-large", "Large CNN", "11.30%", "275.45M / 275.45M", "vgg-large"),
+        Row("fcnn", "FCNN [16]", "≈73%", "N/A", note=NO_BASELINE),
+        Row("small-wf-bn-dropout", "Small CEMNet − WF − BN − Dropout", "40.67%", "N/A", "cemnet-small",
+            ABLATIONS["wf-bn-dropout"]),
+        Row("small-bn-dropout", "Small CEMNet − BN − Dropout", "35.11%", "N/A", "cemnet-small",
+            ABLATIONS["bn-dropout"]),
+        Row("small-dropout", "Small CEMNet − Dropout", "32.83%", "N/A", "cemnet-small", ABLATIONS["dropout"]),
+        Row("small-cemnet", "Small CEMNet", "22.40%", "31.33M / 50.17M", "cemnet-small"),
+        Row("large-cemnet", "Large CEMNet", "21.63%", "124.39M / 194.28M", "cemnet-large"),
+    ],
+}
+
+
+def _human(count: int) -> str:
+    return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
+
+
+def _finished(run: Path, epochs: int) -> dict[str, Any] | None:
+    """The last metrics of a run that already holds ``epochs`` epochs, else ``None``."""
+    last = run / "last.safetensors"
+    if not last.is_file():
+        return None
+    meta = read_header(last)["meta"]
+    return meta["metrics"] if meta["epoch"] >= epochs and meta["metrics"] else None
+
+
+def _training_seconds(run: Path) -> float:
+    """Training time of a run, summed over the epochs in its metrics.csv (evaluation excluded)."""
+    with (run / "metrics.csv").open() as handle:
+        return sum(float(row["epoch_seconds"]) for row in csv.DictReader(handle))
+
+
+def reproduce(table: str, epochs: int = 800, out: str | Path = "runs/reproduce", **train_options) -> str:
+    """Train (or read back) every row of ``table``; write and return the markdown table.
+
+    ``train_options`` go to :class:`cemnet.train.TrainConfig` (``data_dir``,
+    ``device``, ``limit_train``, ...).
+    """
+    from cemnet.train import TrainConfig, train
+
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {sorted(TABLES)}, got {table!r}")
+    out = Path(out) / table
+    results: dict[str, dict[str, Any]] = {}
+    for row in TABLES[table]:
+        if row.model is None:
+            continue
+        run = out / row.slug
+        metrics = _finished(run, epochs)
+        if metrics is None:  # not run yet, or interrupted: train (resuming where it stopped)
+            print(f"== {table}: {row.label} ({row.model}, {row.options or 'defaults'}), {epochs} epochs", flush=True)
+            train(TrainConfig(model=row.model, epochs=epochs, out=str(run), model_options=row.options, **train_options),
+                  resume=True)
+            metrics = _finished(run, epochs)
+        ops = count_ops(create_model(row.model, **row.options))
+        results[row.slug] = {
+            "epochs": metrics["epoch"], "error": 100 * (1 - metrics["test_accuracy"]),
+            "forward": ops.forward, "backward": ops.backward, "seconds": _training_seconds(run),
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{table}.json").write_text(json.dumps(results, indent=2))
+    markdown = render(table, results)
+    (out / f"{table}.md").write_text(markdown)
+    return markdown
+
+
+def render(table: str, results: dict[str, dict[str, Any]]) -> str:
+    """The markdown table: the paper's numbers beside ours, one line per paper row."""
+    lines = [
+        "| method | paper error | our error | epochs (paper: 800) | paper ops fwd / bwd | our ops fwd / bwd | wall time (training) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in TABLES[table]:
+        result = results.get(row.slug)
+        if result is None:
+            lines.append(f"| {row.label} | {row.paper_error} | {row.note or 'not run'} | | {row.paper_ops} | | |")
+            continue
+        lines.append(
+            f"| {row.label} | {row.paper_error} | {result['error']:.2f}% | {result['epochs']} | {row.paper_ops} | "
+            f"{_human(result['forward'])} / {_human(result['backward'])} | {result['seconds'] / 60:.1f} min |"
+        )
+    return "\n".join(lines) + "\n"
