@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from cemnet.checkpoint import CheckpointError
@@ -71,6 +72,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     meta = read_header(args.checkpoint)["meta"]
     dataset = args.dataset or meta["dataset"]
     model = create_model(meta["model"], **meta["model_options"])
+    if meta.get("converted"):  # written by `cemnet convert`
+        from cemnet.convert import to_frequency
+
+        model = to_frequency(model)
     load_weights(args.checkpoint, model)
     model.to(resolve_device(args.device))
     images, labels = load_dataset(dataset, "test", args.data_dir, download=args.download)
@@ -100,6 +105,47 @@ def cmd_ops(args: argparse.Namespace) -> int:
     counts = count_ops(create_model(args.model, **dict(args.model_option)), rule=args.rule)
     print(f"{args.model}: operations per image (conventions: `python -m pydoc cemnet.ops`, docs/ops.md)")
     print(counts.table())
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from cemnet.checkpoint import load_weights, read_header, save_checkpoint
+    from cemnet.convert import to_frequency
+    from cemnet.models import create_model
+    from cemnet.timing import time_call
+
+    meta = read_header(args.checkpoint)["meta"]
+    if meta["model"] != args.model:
+        raise ValueError(f"{args.checkpoint} holds a {meta['model']!r}, not a {args.model!r}")
+    model = create_model(args.model, **meta["model_options"])
+    load_weights(args.checkpoint, model)
+    model.eval()
+    converted = to_frequency(model).eval()
+    spec = model.spec
+    images = torch.randn(100, spec.in_channels, spec.image_size, spec.image_size)
+    with torch.no_grad():
+        difference = (model(images) - converted(images)).abs().max().item()
+        spatial_s = time_call(lambda: model(images)).median
+        frequency_s = time_call(lambda: converted(images)).median
+    out = Path(args.out)
+    save_checkpoint(out.parent, out.name.removesuffix(".safetensors"), converted, {**meta, "converted": True})
+    print(f"wrote {out}: {args.model} with its convolutions in the frequency domain")
+    print(f"largest logit difference on 100 random images: {difference:.2e}")
+    print(f"inference, batch 100, {torch.get_num_threads()} threads: CNN {1e3 * spatial_s:.1f} ms, "
+          f"frequency {1e3 * frequency_s:.1f} ms ({frequency_s / spatial_s:.2f}x)")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from cemnet.plot import plot_curves, plot_kernels
+
+    run = Path(args.run)
+    print(f"wrote {plot_curves(run)}")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else run / "best.safetensors"
+    if checkpoint.is_file():
+        print(f"wrote {plot_kernels(checkpoint)}")
     return 0
 
 
@@ -171,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(repro)
 
+    convert = command("convert", cmd_convert, "turn a trained CNN checkpoint into its exact frequency-domain twin")
+    convert.add_argument("--checkpoint", required=True, help="a CNN checkpoint written by `cemnet train`")
+    convert.add_argument("--model", required=True, help="the preset it holds (lenet5, vgg-small, vgg-large)")
+    convert.add_argument("--out", required=True, help="path of the converted .safetensors")
+
+    plot = command("plot", cmd_plot, "PNG training curves of a run, and its learned kernels with their spectra")
+    plot.add_argument("run", help="a run folder written by `cemnet train` (holds metrics.csv)")
+    plot.add_argument("--checkpoint", help="checkpoint whose kernels to draw (default: RUN/best.safetensors)")
+
     models = command("models", cmd_models, "list the model presets with their parameter counts")
     models.add_argument("pattern", nargs="?", default="*", help="glob over the names (default: all)")
     return parser
@@ -182,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (DataError, CheckpointError) as error:
+    except (DataError, CheckpointError, FileNotFoundError, ModuleNotFoundError) as error:
         print(f"cemnet: error: {error}", file=sys.stderr)
         return EXIT_DATA
     except TrainingDiverged as error:

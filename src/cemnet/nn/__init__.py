@@ -3,6 +3,7 @@
 from cemnet.nn import functional
 from cemnet.nn.layers import (
     STORAGES,
+    FFTConv2d,
     SpectralBatchNorm2d,
     SpectralConv2d,
     SpectralDropout,
@@ -15,6 +16,7 @@ from cemnet.nn.layers import (
 )
 
 __all__ = [
+    "FFTConv2d",
     "STORAGES",
     "SpectralBatchNorm2d",
     "SpectralConv2d",

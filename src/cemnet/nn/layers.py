@@ -416,6 +416,71 @@ def mlp_branch(
     return nn.Sequential(*layers)
 
 
+class FFTConv2d(nn.Module):
+    """A zero-padded ``nn.Conv2d`` computed as a product of spectra: spatial in, spatial out.
+
+    The input is zero-padded by ``K // 2`` on each side to ``(H + K - 1, W + K - 1)``,
+    where the circular convolution of :class:`SpectralConv2d` (exact convention,
+    corner anchor) no longer wraps around; the top-left ``H x W`` window of its
+    inverse transform is the ordinary "same" convolution. This is how a trained
+    CNN runs exactly in the frequency domain (:func:`cemnet.convert.to_frequency`).
+
+    Args:
+        in_channels, out_channels, kernel_size: as for ``nn.Conv2d`` (odd ``K``).
+        input_size: ``H`` or ``(H, W)`` of the spatial input.
+        bias: learnable bias. Default: ``True``.
+
+    Shape:
+        real ``(B, C_in, H, W)`` -> real ``(B, C_out, H, W)``.
+
+    Attributes:
+        spectral: the :class:`SpectralConv2d` on the padded size that holds the kernel.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, input_size: int | tuple[int, int],
+                 bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"FFTConv2d needs an odd kernel_size for 'same' padding, got {kernel_size}")
+        self.input_size = _pair(input_size)
+        padded = (self.input_size[0] + kernel_size - 1, self.input_size[1] + kernel_size - 1)
+        self.spectral = SpectralConv2d(
+            in_channels, out_channels, kernel_size, padded, conj="weight", anchor="corner", storage="spatial",
+            bias=bias, device=device, dtype=dtype,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[-2:]) != self.input_size:
+            raise ValueError(f"FFTConv2d expected (B, C, {self.input_size[0]}, {self.input_size[1]}), got {tuple(x.shape)}")
+        pad = self.spectral.kernel_size // 2
+        spectrum = spectral.to_frequency(nn.functional.pad(x, (pad, pad, pad, pad)))  # (B, C_in, H+K-1, W+K-1)
+        out = spectral.to_spatial(self.spectral(spectrum))
+        return out[..., : self.input_size[0], : self.input_size[1]]
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, input_size: int | tuple[int, int]) -> "FFTConv2d":
+        """The frequency-domain equivalent of a stride-1, zero-padded "same" ``nn.Conv2d``."""
+        k = conv.kernel_size[0]
+        if (conv.kernel_size != (k, k) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
+                or conv.padding != (k // 2, k // 2) or conv.padding_mode != "zeros"):
+            raise ValueError(
+                "FFTConv2d.from_conv2d needs a square odd kernel, stride 1, dilation 1, groups 1 and zero "
+                f"padding K//2; got kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding} "
+                f"({conv.padding_mode})"
+            )
+        layer = cls(conv.in_channels, conv.out_channels, k, input_size, bias=conv.bias is not None,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+        layer.spectral.set_spatial_kernel(conv.weight.detach())
+        if conv.bias is not None:
+            with torch.no_grad():
+                layer.spectral.bias.copy_(conv.bias)
+        return layer
+
+    def extra_repr(self) -> str:
+        s = self.spectral
+        return f"{s.in_channels}, {s.out_channels}, kernel_size={s.kernel_size}, input_size={self.input_size}"
+
+
 class ToFrequency(nn.Module):
     """``fft2`` of a real ``(B, C, H, W)`` batch: the entry of every CEMNet."""
 
@@ -424,6 +489,7 @@ class ToFrequency(nn.Module):
 
 
 __all__ = [
+    "FFTConv2d",
     "SpectralConv2d",
     "SpectralBatchNorm2d",
     "SpectralDropout",
