@@ -34,12 +34,23 @@ def spectral_conv2d(
     Returns:
         complex ``(B, C_out, H, W)``.
     """
+    batch, c_in, height, width = x.shape
+    c_out = weight.shape[0]
+    # Complex products as one real batched matrix product per frequency, with the
+    # real and imaginary parts side by side: [Re X, Im X] @ M = [Re Y, Im Y].
+    # PyTorch's complex bmm on CPU is ~10x slower than this real one.
+    inputs = torch.view_as_real(x).permute(2, 3, 0, 4, 1).reshape(height * width, batch, 2 * c_in)
+    parts = torch.view_as_real(weight).permute(4, 2, 3, 1, 0).reshape(2, height * width, c_in, c_out)
+    w_re, w_im = parts[0], parts[1]  # (HW, C_in, C_out) each
     if check_choice("conj", conj, CONJUGATIONS) == "input":
-        x = x.conj()
+        # conj(X) W: Re Y = Xr Wr + Xi Wi, Im Y = Xr Wi - Xi Wr
+        blocks = torch.cat([torch.cat([w_re, w_im], 2), torch.cat([w_im, -w_re], 2)], 1)
     else:
-        weight = weight.conj()
-    # A batched matrix product per frequency: (HW, B, C_in) @ (HW, C_in, C_out).
-    out = torch.einsum("bihw,oihw->bohw", x, weight)
+        # X conj(W): Re Y = Xr Wr + Xi Wi, Im Y = Xi Wr - Xr Wi
+        blocks = torch.cat([torch.cat([w_re, -w_im], 2), torch.cat([w_im, w_re], 2)], 1)
+    out = torch.bmm(inputs, blocks)  # (HW, B, 2 C_out)
+    out = out.reshape(height, width, batch, 2, c_out).permute(2, 4, 0, 1, 3)  # (B, C_out, H, W, 2)
+    out = torch.view_as_complex(out.contiguous())
     if bias is not None:
         # A constant spatial offset b is the spectrum b * H * W at frequency (0, 0).
         height, width = x.shape[-2:]
