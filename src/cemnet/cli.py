@@ -138,6 +138,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from cemnet.bench import format_table, run_bench, write_json
+    from cemnet.train import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = run_bench(tuple(args.models), args.batch_size, resolve_device(args.device), args.repeats, args.warmup,
+                       dict(args.model_option), memory=not args.no_memory)
+    print(format_table(report))
+    if args.out:
+        write_json(report, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from cemnet.plot import plot_curves, plot_kernels
 
@@ -221,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--checkpoint", required=True, help="a CNN checkpoint written by `cemnet train`")
     convert.add_argument("--model", required=True, help="the preset it holds (lenet5, vgg-small, vgg-large)")
     convert.add_argument("--out", required=True, help="path of the converted .safetensors")
+
+    bench = command("bench", cmd_bench, "time each CEMNet preset against its CNN twin (training step, "
+                    "inference, memory)")
+    bench.add_argument("--models", nargs="+", default=["cemnet-mnist", "cemnet-small", "cemnet-large"],
+                       help="CEMNet presets; each is compared with its twin (default: all three)")
+    bench.add_argument("--batch-size", type=int, default=100)
+    bench.add_argument("--repeats", type=int, default=5, help="timed repetitions (default: 5)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default: 2)")
+    bench.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    bench.add_argument("--out", help="also write the results as JSON here")
+    _add_model_options(bench)
 
     plot = command("plot", cmd_plot, "PNG training curves of a run, and its learned kernels with their spectra")
     plot.add_argument("run", help="a run folder written by `cemnet train` (holds metrics.csv)")

@@ -1,0 +1,166 @@
+"""``cemnet bench``: each CEMNet preset against its CNN twin, in one process, same batch and threads.
+
+For every pair it measures, after warm-up:
+
+* a training step: forward, loss, backward, RMSProp step and Weight Fixation;
+* inference: an eval-mode forward without autograd;
+* the peak memory of a training step above what the model and optimizer
+  already hold (CUDA: ``max_memory_allocated``; CPU: the peak resident set of
+  a fresh child process, since PyTorch does not track CPU allocations);
+
+and reports medians with their interquartile range, images per second, and
+the CEMNet / CNN ratio of each. Performance is never asserted in tests: the
+ratios printed here are the measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+import resource
+from datetime import date
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cemnet.models import create_model, model_info
+from cemnet.nn import apply_weight_fixation
+from cemnet.timing import time_call
+
+PAIRS = ("cemnet-mnist", "cemnet-small", "cemnet-large")
+
+
+def _training_step(name: str, batch_size: int, device: torch.device, options: dict[str, Any]):
+    from cemnet.train import PRESETS, make_optimizer
+
+    model = create_model(name, **options).to(device).train()
+    optimizer = make_optimizer(model, PRESETS["paper"])
+    spec = model.spec
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, spec.in_channels, spec.image_size, spec.image_size, generator=generator).to(device)
+    y = torch.randint(0, spec.num_classes, (batch_size,), generator=generator).to(device)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        apply_weight_fixation(model)
+
+    return model, x, step
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def _cpu_step_memory(name: str, batch_size: int, options: dict[str, Any], threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    _, _, step = _training_step(name, batch_size, torch.device("cpu"), options)
+    before = _resident_bytes()
+    step()
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)  # ru_maxrss is in KiB
+
+
+def step_peak_memory(name: str, batch_size: int, device: torch.device, options: dict[str, Any]) -> int:
+    """Bytes a training step allocates beyond the model, its inputs and the optimizer object."""
+    if device.type == "cuda":
+        _, _, step = _training_step(name, batch_size, device, options)
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    context = multiprocessing.get_context("spawn")  # a fresh process: its peak is this step's
+    queue = context.Queue()
+    child = context.Process(target=_cpu_step_memory, args=(name, batch_size, options, torch.get_num_threads(), queue))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+def bench_model(name: str, batch_size: int = 100, device: torch.device | None = None, repeats: int = 5,
+                warmup: int = 2, options: dict[str, Any] | None = None, memory: bool = True) -> dict[str, Any]:
+    """Timings (seconds) and memory (bytes) of one preset; see the module docstring."""
+    device = device or torch.device("cpu")
+    options = options or {}
+    model, x, step = _training_step(name, batch_size, device, options)
+    train = time_call(step, repeats, warmup, device)
+    model.eval()
+    with torch.no_grad():
+        infer = time_call(lambda: model(x), repeats, warmup, device)
+    return {
+        "model": name, "options": options,
+        "train_step_s": train.median, "train_step_iqr_s": train.spread,
+        "inference_s": infer.median, "inference_iqr_s": infer.spread,
+        "train_images_per_s": batch_size / train.median, "inference_images_per_s": batch_size / infer.median,
+        "step_peak_bytes": step_peak_memory(name, batch_size, device, options) if memory else None,
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date": date.today().isoformat(), "cpu": cpu, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def run_bench(pairs: tuple[str, ...] = PAIRS, batch_size: int = 100, device: torch.device | None = None,
+              repeats: int = 5, warmup: int = 2, options: dict[str, Any] | None = None,
+              memory: bool = True) -> dict[str, Any]:
+    """Benchmark each CEMNet in ``pairs`` and its twin; returns the JSON-ready results."""
+    device = device or torch.device("cpu")
+    results = []
+    for name in pairs:
+        twin = model_info(name).twin
+        if twin is None:
+            raise ValueError(f"{name!r} has no CNN twin to compare with")
+        cemnet = bench_model(name, batch_size, device, repeats, warmup, options, memory)
+        cnn = bench_model(twin, batch_size, device, repeats, warmup, None, memory)
+        ratios = {key: cemnet[key] / cnn[key] for key in ("train_step_s", "inference_s")}
+        if memory:
+            ratios["step_peak_bytes"] = cemnet["step_peak_bytes"] / cnn["step_peak_bytes"]
+        results.append({"cemnet": cemnet, "cnn": cnn, "ratio": ratios})
+    return {"machine": {**machine(), "device": str(device), "batch_size": batch_size}, "pairs": results}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The results as a markdown table (milliseconds, MiB, CEMNet / CNN ratios)."""
+    info = report["machine"]
+    lines = [
+        f"{info['date']}, {info['cpu']}, {info['threads']} threads, torch {info['torch']}, device {info['device']}, "
+        f"batch {info['batch_size']}",
+        "",
+        "| CEMNet / CNN | train step ms (median ± IQR) | ratio | inference ms | ratio | step memory MiB | ratio | train img/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for pair in report["pairs"]:
+        a, b, r = pair["cemnet"], pair["cnn"], pair["ratio"]
+        memory = "n/a | n/a"
+        if a["step_peak_bytes"] is not None:
+            memory = f"{a['step_peak_bytes'] / 2**20:.0f} / {b['step_peak_bytes'] / 2**20:.0f} | {r['step_peak_bytes']:.2f}x"
+        lines.append(
+            f"| {a['model']} / {b['model']} | {1e3 * a['train_step_s']:.1f} ± {1e3 * a['train_step_iqr_s']:.1f} / "
+            f"{1e3 * b['train_step_s']:.1f} ± {1e3 * b['train_step_iqr_s']:.1f} | {r['train_step_s']:.2f}x | "
+            f"{1e3 * a['inference_s']:.1f} / {1e3 * b['inference_s']:.1f} | {r['inference_s']:.2f}x | {memory} | "
+            f"{a['train_images_per_s']:.0f} / {b['train_images_per_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: str) -> None:
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=2)

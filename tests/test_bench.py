@@ -1,0 +1,22 @@
+import torch
+
+from cemnet.bench import format_table, run_bench, step_peak_memory
+
+
+def test_bench_reports_both_twins_and_their_ratios():
+    report = run_bench(("cemnet-mnist",), batch_size=8, repeats=2, warmup=1, memory=False)
+    (pair,) = report["pairs"]
+    assert pair["cemnet"]["model"] == "cemnet-mnist" and pair["cnn"]["model"] == "lenet5"
+    for side in ("cemnet", "cnn"):
+        assert pair[side]["train_step_s"] > 0 and pair[side]["inference_s"] > 0
+    ratio = pair["cemnet"]["train_step_s"] / pair["cnn"]["train_step_s"]
+    assert pair["ratio"]["train_step_s"] == ratio
+    assert report["machine"]["torch"] == torch.__version__
+    table = format_table(report)
+    assert "cemnet-mnist / lenet5" in table and "n/a" in table
+
+
+def test_cpu_step_memory_is_measured_in_a_child_process():
+    small = step_peak_memory("lenet5", 4, torch.device("cpu"), {})
+    large = step_peak_memory("lenet5", 400, torch.device("cpu"), {})
+    assert 0 < small < large  # activations grow with the batch
