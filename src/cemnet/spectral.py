@@ -23,6 +23,16 @@ cross-correlation that ``F.conv2d`` computes, with circular padding.
 index-reversed in space, ``y[-n mod N]``. Both are valid networks; see
 ``DESIGN.md`` section 1.
 
+Half spectrum
+-------------
+A real signal has a Hermitian spectrum, ``X[-k] = conj(X[k])``: ``rfft2`` keeps
+the ``H x (W // 2 + 1)`` non-redundant frequencies and halves work and memory.
+The paper works on full spectra, and its noise and batch-norm layers break the
+symmetry (it takes the real part after each inverse transform), so the half
+spectrum is a *variant* of the model, selected by ``half=True`` / the preset
+option ``half_spectrum=True``, never a silent replacement. Functions below take
+``size=(H, W)`` where the half spectrum needs the signal size back.
+
 Weight Fixation
 ---------------
 The paper's projection (Eq. 6): take a frequency weight back to space, keep the
@@ -46,18 +56,20 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def to_frequency(x: torch.Tensor) -> torch.Tensor:
-    """Full spectrum of a real ``(..., H, W)`` tensor: a complex ``(..., H, W)`` tensor."""
-    return torch.fft.fft2(x)
+def to_frequency(x: torch.Tensor, half: bool = False) -> torch.Tensor:
+    """Spectrum of a real ``(..., H, W)`` tensor: complex ``(..., H, W)``, or ``(..., H, W // 2 + 1)`` if ``half``."""
+    return torch.fft.rfft2(x) if half else torch.fft.fft2(x)
 
 
-def to_spatial(x: torch.Tensor) -> torch.Tensor:
-    """Real part of the inverse transform of a complex ``(..., H, W)`` spectrum.
+def to_spatial(x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The real ``(..., H, W)`` signal of a spectrum.
 
-    The paper takes the real part after every inverse transform, which discards
-    whatever the noise and batch-norm layers did to the Hermitian symmetry.
+    Full spectrum (``size=None``): the real part of ``ifft2``, as the paper
+    takes after every inverse transform, discarding whatever the noise and
+    batch-norm layers did to the Hermitian symmetry. Half spectrum: ``irfft2``
+    to the given ``size``.
     """
-    return torch.fft.ifft2(x).real
+    return torch.fft.irfft2(x, s=size) if size is not None else torch.fft.ifft2(x).real
 
 
 def _shift(kernel_size: int, anchor: str) -> int:
@@ -94,18 +106,28 @@ def crop_kernel(padded: torch.Tensor, kernel_size: int, anchor: str = "corner") 
     return padded[..., :kernel_size, :kernel_size]
 
 
-def kernel_spectrum(weight: torch.Tensor, size: tuple[int, int], anchor: str = "corner") -> torch.Tensor:
-    """``fft2`` of the padded kernel: ``(C_out, C_in, K, K)`` -> complex ``(C_out, C_in, H, W)``."""
-    return torch.fft.fft2(pad_kernel(weight, size, anchor))
+def kernel_spectrum(
+    weight: torch.Tensor, size: tuple[int, int], anchor: str = "corner", half: bool = False
+) -> torch.Tensor:
+    """Spectrum of the padded kernel: ``(C_out, C_in, K, K)`` -> complex ``(C_out, C_in, H, W)``
+    (``W // 2 + 1`` columns if ``half``)."""
+    return to_frequency(pad_kernel(weight, size, anchor), half)
 
 
-def spectrum_to_kernel(spectrum: torch.Tensor, kernel_size: int, anchor: str = "corner") -> torch.Tensor:
-    """The complex ``(C_out, C_in, K, K)`` support of a frequency weight (no projection check)."""
-    return crop_kernel(torch.fft.ifft2(spectrum), kernel_size, anchor)
+def spectrum_to_kernel(
+    spectrum: torch.Tensor, kernel_size: int, anchor: str = "corner", size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """The ``(C_out, C_in, K, K)`` support of a frequency weight (no projection check).
+
+    Complex for a full spectrum; real for a half one (pass the signal ``size``).
+    """
+    full = torch.fft.irfft2(spectrum, s=size) if size is not None else torch.fft.ifft2(spectrum)
+    return crop_kernel(full, kernel_size, anchor)
 
 
 def project_to_support(
-    spectrum: torch.Tensor, kernel_size: int, anchor: str = "corner", real_kernel: bool = False
+    spectrum: torch.Tensor, kernel_size: int, anchor: str = "corner", real_kernel: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Weight Fixation: the spectrum of the ``K x K`` support of a frequency weight.
 
@@ -115,12 +137,15 @@ def project_to_support(
         anchor: where the support sits, ``"corner"`` or ``"center"``.
         real_kernel: also drop the imaginary part of the spatial kernel, as the
             authors' MNIST code does. The paper's projection keeps it.
+        size: ``(H, W)`` for a half spectrum, whose kernel is real anyway.
 
     Returns:
         complex ``(..., H, W)`` spectrum whose inverse transform vanishes
         outside the support.
     """
-    kernel = spectrum_to_kernel(spectrum, kernel_size, anchor)  # (..., min(K, H), min(K, W))
+    kernel = spectrum_to_kernel(spectrum, kernel_size, anchor, size)  # (..., min(K, H), min(K, W))
+    if size is not None:
+        return kernel_spectrum(kernel, size, anchor, half=True)
     if real_kernel:
         kernel = kernel.real.to(spectrum.dtype)
     return kernel_spectrum(kernel, spectrum.shape[-2:], anchor)

@@ -29,20 +29,21 @@ class ModelInfo:
 _MODELS: dict[str, ModelInfo] = {}
 
 
-def register_model(dataset: str, twin: str | None = None) -> Callable:
-    """Decorator: register a factory under its function name with ``_`` spelled ``-``.
+def register_model(dataset: str, twin: str | None = None, name: str | None = None) -> Callable:
+    """Decorator: register a factory under ``name``, default its function name with ``_`` spelled ``-``.
 
     Args:
         dataset: the data set the preset is built for (``"mnist"``, ``"cifar10"``).
         twin: the registered name of the model it mirrors layer for layer.
+        name: the registered name, when it is not the function's.
     """
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = factory.__name__.replace("_", "-")
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
+        registered = name or factory.__name__.replace("_", "-")
+        if registered in _MODELS:
+            raise ValueError(f"model {registered!r} is registered twice")
         summary = (inspect.getdoc(factory) or "").split("\n")[0]
-        _MODELS[name] = ModelInfo(name, factory, dataset, twin, summary)
+        _MODELS[registered] = ModelInfo(registered, factory, dataset, twin, summary)
         return factory
 
     return decorate

@@ -146,6 +146,8 @@ class CEMNet(nn.Module):
         leaky_sigma: standard deviation of the approximated Leaky ReLU
             (default ``p / 4``; the authors' code uses ``p / 6``).
         noise_in_eval: keep the Leaky ReLU noise at evaluation (authors' code).
+        half_spectrum: the fast variant on ``rfft2`` half spectra (see
+            :mod:`cemnet.spectral`); the head then sees ``W // 2 + 1`` columns.
 
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
@@ -159,11 +161,12 @@ class CEMNet(nn.Module):
         fixed_stages: int | None = None,
         leaky_sigma: float | None = None,
         noise_in_eval: bool = False,
+        half_spectrum: bool = False,
     ) -> None:
         super().__init__()
         self.spec = spec
         p = spec.dropout or 0.5  # the Leaky ReLU noise stays when dropout is ablated
-        layers: list[nn.Module] = [ToFrequency()]
+        layers: list[nn.Module] = [ToFrequency(half_spectrum)]
         channels, size = spec.in_channels, spec.image_size
         for index, widths in enumerate(spec.stages):
             fixed = fixed_stages is None or index < fixed_stages
@@ -172,7 +175,7 @@ class CEMNet(nn.Module):
                 layers.append(
                     SpectralConv2d(
                         channels, width, spec.kernel_size, size,
-                        conj=conj, storage=stage_storage, bias=not spec.batch_norm,
+                        conj=conj, storage=stage_storage, bias=not spec.batch_norm, half=half_spectrum,
                     )
                 )
                 if spec.batch_norm:
@@ -181,11 +184,12 @@ class CEMNet(nn.Module):
                 if spec.dropout:
                     layers.append(SpectralDropout(spec.dropout))
                 channels = width
-            layers.append(SpectralMaxPool2d(2))
+            layers.append(SpectralMaxPool2d(2, size if half_spectrum else None))
             size //= 2
         self.features = nn.Sequential(*layers)
+        columns = size // 2 + 1 if half_spectrum else size
         self.head = TwoBranchHead(
-            spec.features, spec.hidden, spec.num_classes, spec.negative_slope, spec.dropout, spec.batch_norm
+            spec.stages[-1][-1] * size * columns, spec.hidden, spec.num_classes, spec.negative_slope, spec.dropout, spec.batch_norm
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,15 +204,23 @@ VGG_SMALL = NetSpec(
 VGG_LARGE = replace(VGG_SMALL, stages=((64, 64), (128, 128), (256, 256), (512, 512, 512), (512, 512, 512)))
 
 
-def _cemnet(
-    spec: NetSpec, fixed_stages: int | None, weight_fixation: bool, batch_norm: bool, dropout: bool,
-    conj: str, storage: str, leaky_sigma: float | None, noise_in_eval: bool,
-) -> CEMNet:
-    if not weight_fixation:
-        if storage != "frequency":
-            raise ValueError(f"weight_fixation=False means storage 'free'; it contradicts storage={storage!r}")
-        storage = "free"
-    return CEMNet(spec.ablate(batch_norm, dropout), conj, storage, fixed_stages, leaky_sigma, noise_in_eval)
+def _cemnet_preset(spec: NetSpec, fixed_stages: int | None, summary: str):
+    """A registry factory for the CEMNet of ``spec``; its keywords are the preset options."""
+
+    def factory(
+        weight_fixation: bool = True, batch_norm: bool = True, dropout: bool = True, conj: str = "input",
+        storage: str = "frequency", leaky_sigma: float | None = None, noise_in_eval: bool = False,
+        half_spectrum: bool = False,
+    ) -> CEMNet:
+        if not weight_fixation:
+            if storage != "frequency":
+                raise ValueError(f"weight_fixation=False means storage 'free'; it contradicts storage={storage!r}")
+            storage = "free"
+        return CEMNet(spec.ablate(batch_norm, dropout), conj, storage, fixed_stages, leaky_sigma, noise_in_eval,
+                      half_spectrum)
+
+    factory.__doc__ = summary
+    return factory
 
 
 @register_model(dataset="mnist")
@@ -229,28 +241,12 @@ def vgg_large(batch_norm: bool = True, dropout: bool = True) -> ConvNet:
     return ConvNet(VGG_LARGE.ablate(batch_norm, dropout))
 
 
-@register_model(dataset="mnist", twin="lenet5")
-def cemnet_mnist(
-    weight_fixation: bool = True, batch_norm: bool = True, dropout: bool = True, conj: str = "input",
-    storage: str = "frequency", leaky_sigma: float | None = None, noise_in_eval: bool = False,
-) -> CEMNet:
-    """CEMNet twin of lenet5 (paper Table 1): Weight Fixation on every layer."""
-    return _cemnet(LENET5, None, weight_fixation, batch_norm, dropout, conj, storage, leaky_sigma, noise_in_eval)
-
-
-@register_model(dataset="cifar10", twin="vgg-small")
-def cemnet_small(
-    weight_fixation: bool = True, batch_norm: bool = True, dropout: bool = True, conj: str = "input",
-    storage: str = "frequency", leaky_sigma: float | None = None, noise_in_eval: bool = False,
-) -> CEMNet:
-    """Small CEMNet, twin of vgg-small (paper Table 2): Weight Fixation on the first 3 blocks."""
-    return _cemnet(VGG_SMALL, 3, weight_fixation, batch_norm, dropout, conj, storage, leaky_sigma, noise_in_eval)
-
-
-@register_model(dataset="cifar10", twin="vgg-large")
-def cemnet_large(
-    weight_fixation: bool = True, batch_norm: bool = True, dropout: bool = True, conj: str = "input",
-    storage: str = "frequency", leaky_sigma: float | None = None, noise_in_eval: bool = False,
-) -> CEMNet:
-    """Large CEMNet, twin of vgg-large (paper Table 2): Weight Fixation on the first 3 blocks."""
-    return _cemnet(VGG_LARGE, 3, weight_fixation, batch_norm, dropout, conj, storage, leaky_sigma, noise_in_eval)
+register_model(dataset="mnist", twin="lenet5", name="cemnet-mnist")(
+    _cemnet_preset(LENET5, None, "CEMNet twin of lenet5 (paper Table 1): Weight Fixation on every layer.")
+)
+register_model(dataset="cifar10", twin="vgg-small", name="cemnet-small")(
+    _cemnet_preset(VGG_SMALL, 3, "Small CEMNet, twin of vgg-small (paper Table 2): Weight Fixation on the first 3 blocks.")
+)
+register_model(dataset="cifar10", twin="vgg-large", name="cemnet-large")(
+    _cemnet_preset(VGG_LARGE, 3, "Large CEMNet, twin of vgg-large (paper Table 2): Weight Fixation on the first 3 blocks.")
+)

@@ -21,40 +21,41 @@ def check_spectrum(x: torch.Tensor, name: str = "input") -> None:
 
 
 def spectral_conv2d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, conj: str = "input"
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, conj: str = "input",
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Element-wise multiplication layer; see :class:`cemnet.nn.SpectralConv2d`.
 
     Args:
-        x: complex ``(B, C_in, H, W)``.
-        weight: complex ``(C_out, C_in, H, W)``, the spectrum of the padded kernel.
+        x: complex ``(B, C_in, H, F)``, a full (``F = W``) or half (``F = W // 2 + 1``) spectrum.
+        weight: complex ``(C_out, C_in, H, F)``, the spectrum of the padded kernel.
         bias: real ``(C_out,)`` spatial bias or ``None``; it only touches the DC term.
         conj: ``"input"`` (paper, Eq. 4) or ``"weight"`` (exact ``conv2d``).
+        size: the signal size ``(H, W)`` of a half spectrum (for the bias).
 
     Returns:
-        complex ``(B, C_out, H, W)``.
+        complex ``(B, C_out, H, F)``.
     """
     batch, c_in, height, width = x.shape
     c_out = weight.shape[0]
-    # Complex products as one real batched matrix product per frequency, with the
-    # real and imaginary parts side by side: [Re X, Im X] @ M = [Re Y, Im Y].
-    # PyTorch's complex bmm on CPU is ~10x slower than this real one.
-    inputs = torch.view_as_real(x).permute(2, 3, 0, 4, 1).reshape(height * width, batch, 2 * c_in)
-    parts = torch.view_as_real(weight).permute(4, 2, 3, 1, 0).reshape(2, height * width, c_in, c_out)
-    w_re, w_im = parts[0], parts[1]  # (HW, C_in, C_out) each
-    if check_choice("conj", conj, CONJUGATIONS) == "input":
-        # conj(X) W: Re Y = Xr Wr + Xi Wi, Im Y = Xr Wi - Xi Wr
-        blocks = torch.cat([torch.cat([w_re, w_im], 2), torch.cat([w_im, -w_re], 2)], 1)
-    else:
-        # X conj(W): Re Y = Xr Wr + Xi Wi, Im Y = Xi Wr - Xr Wi
-        blocks = torch.cat([torch.cat([w_re, -w_im], 2), torch.cat([w_im, w_re], 2)], 1)
-    out = torch.bmm(inputs, blocks)  # (HW, B, 2 C_out)
-    out = out.reshape(height, width, batch, 2, c_out).permute(2, 4, 0, 1, 3)  # (B, C_out, H, W, 2)
-    out = torch.view_as_complex(out.contiguous())
+    # The complex products as ONE real batched matrix product per frequency (PyTorch's
+    # complex bmm is ~10x slower on CPU). Both conventions have Re Y = Xr Wr + Xi Wi;
+    # the imaginary part is [-Xi, Xr] @ [Wr; Wi] for conj(X) W and [Xi, -Xr] @ [Wr; Wi]
+    # for X conj(W). Stacking the two left factors along the batch shares one weight
+    # operand [Wr; Wi], a mere reshape of the stored weight.
+    parts = torch.view_as_real(x).permute(2, 3, 4, 0, 1)  # (H, W, 2, B, C_in)
+    real, imag = parts[:, :, 0], parts[:, :, 1]
+    second = torch.cat([-imag, real], -1) if check_choice("conj", conj, CONJUGATIONS) == "input" else torch.cat(
+        [imag, -real], -1)
+    inputs = torch.stack([torch.cat([real, imag], -1), second], 2)  # (H, W, 2, B, 2 C_in)
+    inputs = inputs.reshape(height * width, 2 * batch, 2 * c_in)
+    weights = torch.view_as_real(weight).permute(2, 3, 4, 1, 0).reshape(height * width, 2 * c_in, c_out)
+    out = torch.bmm(inputs, weights).reshape(height, width, 2, batch, c_out)  # (H, W, [Re, Im], B, C_out)
+    out = torch.view_as_complex(out.permute(3, 4, 0, 1, 2).contiguous())  # (B, C_out, H, F)
     if bias is not None:
         # A constant spatial offset b is the spectrum b * H * W at frequency (0, 0).
-        height, width = x.shape[-2:]
-        out[:, :, 0, 0] += bias * (height * width)
+        points = size[0] * size[1] if size is not None else height * width
+        out[:, :, 0, 0] += bias * points
     return out
 
 
@@ -71,9 +72,13 @@ def multiplicative_noise(x: torch.Tensor, sigma: float, training: bool = True) -
     return torch.view_as_complex(parts * noise)
 
 
-def spectral_max_pool2d(x: torch.Tensor, kernel_size: int = 2, stride: int | None = None) -> torch.Tensor:
+def spectral_max_pool2d(
+    x: torch.Tensor, kernel_size: int = 2, stride: int | None = None, size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Max pooling of the spatial signal: inverse FFT, real part, ``max_pool2d``, FFT.
 
-    Shape: ``(B, C, H, W)`` -> ``(B, C, H // k, W // k)`` for ``stride = k``.
+    Shape: ``(B, C, H, W)`` -> ``(B, C, H // k, W // k)`` for ``stride = k``. For a
+    half spectrum pass the signal ``size``; the result is a half spectrum too.
     """
-    return to_frequency(F.max_pool2d(to_spatial(x), kernel_size, stride))
+    pooled = F.max_pool2d(to_spatial(x, size), kernel_size, stride)
+    return to_frequency(pooled, half=size is not None)

@@ -61,6 +61,8 @@ class SpectralConv2d(nn.Module):
         bias: add a learnable spatial bias (a DC offset). Default: ``False``.
         anchor: ``"corner"`` (paper) or ``"center"``. Default: ``"corner"`` for
             ``conj="input"``, ``"center"`` for ``conj="weight"``.
+        half: work on half spectra ``(.., H, W // 2 + 1)`` (``rfft2``), the fast
+            variant of :mod:`cemnet.spectral`. Default: ``False`` (the paper).
 
     A kernel larger than the input (3x3 on the 2x2 maps of the last VGG block)
     is folded onto the grid, as a circular convolution would; its support is
@@ -96,6 +98,7 @@ class SpectralConv2d(nn.Module):
         storage: str = "spatial",
         bias: bool = False,
         anchor: str | None = None,
+        half: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -110,6 +113,7 @@ class SpectralConv2d(nn.Module):
         if anchor is None:
             anchor = "corner" if conj == "input" else "center"
         self.anchor = spectral.check_choice("anchor", anchor, spectral.ANCHORS)
+        self.half = half
         if min(in_channels, out_channels, self.kernel_size) < 1:
             raise ValueError(
                 f"in_channels, out_channels and kernel_size must be positive, "
@@ -118,10 +122,20 @@ class SpectralConv2d(nn.Module):
         if storage == "spatial":
             shape = (out_channels, in_channels, self.kernel_size, self.kernel_size)
         else:
-            shape = (out_channels, in_channels, *self.input_size, 2)
+            shape = (out_channels, in_channels, *self.spectrum_size, 2)
         self.weight = nn.Parameter(torch.empty(shape, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reset_parameters()
+
+    @property
+    def spectrum_size(self) -> tuple[int, int]:
+        """``(H, W)``, or ``(H, W // 2 + 1)`` for half spectra: the last two dims of inputs and weights."""
+        height, width = self.input_size
+        return (height, width // 2 + 1) if self.half else (height, width)
+
+    @property
+    def _signal_size(self) -> tuple[int, int] | None:
+        return self.input_size if self.half else None
 
     def reset_parameters(self) -> None:
         """He-normal spatial kernel (the paper's ``he_normal``), transformed for frequency storage."""
@@ -144,12 +158,13 @@ class SpectralConv2d(nn.Module):
         if self.storage == "spatial":
             self.weight.copy_(kernel)
         else:
-            self.weight.copy_(torch.view_as_real(spectral.kernel_spectrum(kernel, self.input_size, self.anchor)))
+            spectrum = spectral.kernel_spectrum(kernel, self.input_size, self.anchor, self.half)
+            self.weight.copy_(torch.view_as_real(spectrum))
 
     def spectrum(self) -> torch.Tensor:
         """The complex ``(C_out, C_in, H, W)`` frequency weight used by :meth:`forward`."""
         if self.storage == "spatial":
-            return spectral.kernel_spectrum(self.weight, self.input_size, self.anchor)
+            return spectral.kernel_spectrum(self.weight, self.input_size, self.anchor, self.half)
         return torch.view_as_complex(self.weight)
 
     def spatial_kernel(self) -> torch.Tensor:
@@ -166,7 +181,8 @@ class SpectralConv2d(nn.Module):
         if self.storage == "spatial":
             return self.weight.detach().clone()
         with torch.no_grad():
-            return spectral.spectrum_to_kernel(self.spectrum(), self.kernel_size, self.anchor).real.clone()
+            kernel = spectral.spectrum_to_kernel(self.spectrum(), self.kernel_size, self.anchor, self._signal_size)
+            return kernel.real.clone()
 
     @torch.no_grad()
     def fix_weights(self, real_kernel: bool = False) -> None:
@@ -182,12 +198,14 @@ class SpectralConv2d(nn.Module):
         """
         if self.storage != "frequency":
             raise ValueError(f"Weight Fixation applies to storage 'frequency', this layer has storage {self.storage!r}")
-        projected = spectral.project_to_support(self.spectrum(), self.kernel_size, self.anchor, real_kernel)
+        projected = spectral.project_to_support(
+            self.spectrum(), self.kernel_size, self.anchor, real_kernel, self._signal_size
+        )
         self.weight.copy_(torch.view_as_real(projected))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.in_channels, self.input_size, type(self).__name__)
-        return SF.spectral_conv2d(x, self.spectrum(), self.bias, self.conj)
+        _check_input(x, self.in_channels, self.spectrum_size, type(self).__name__)
+        return SF.spectral_conv2d(x, self.spectrum(), self.bias, self.conj, self._signal_size)
 
     @classmethod
     def from_conv2d(
@@ -226,6 +244,8 @@ class SpectralConv2d(nn.Module):
         )
         if self.anchor != ("corner" if self.conj == "input" else "center"):
             text += f", anchor={self.anchor!r}"
+        if self.half:
+            text += ", half=True"
         if self.bias is not None:
             text += ", bias=True"
         return text
@@ -341,21 +361,26 @@ class SpectralMaxPool2d(nn.Module):
 
     Args:
         kernel_size: window and stride ``k``. Default: 2.
+        input_size: the signal size ``(H, W)`` when the input is a half spectrum
+            (``W`` cannot be told from ``W // 2 + 1``); ``None`` for full spectra.
 
     Shape:
-        complex ``(B, C, H, W)`` -> complex ``(B, C, H // k, W // k)``.
+        complex ``(B, C, H, W)`` -> complex ``(B, C, H // k, W // k)`` (half
+        spectra: ``(B, C, H, W // 2 + 1)`` -> ``(B, C, H // k, W // k // 2 + 1)``).
     """
 
-    def __init__(self, kernel_size: int = 2) -> None:
+    def __init__(self, kernel_size: int = 2, input_size: int | tuple[int, int] | None = None) -> None:
         super().__init__()
         self.kernel_size = kernel_size
+        self.input_size = None if input_size is None else _pair(input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         SF.check_spectrum(x)
-        return SF.spectral_max_pool2d(x, self.kernel_size)
+        return SF.spectral_max_pool2d(x, self.kernel_size, size=self.input_size)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}"
+        text = f"kernel_size={self.kernel_size}"
+        return text + f", input_size={self.input_size} (half spectrum)" if self.input_size else text
 
 
 class TwoBranchHead(nn.Module):
@@ -482,10 +507,17 @@ class FFTConv2d(nn.Module):
 
 
 class ToFrequency(nn.Module):
-    """``fft2`` of a real ``(B, C, H, W)`` batch: the entry of every CEMNet."""
+    """``fft2`` (``rfft2`` if ``half``) of a real ``(B, C, H, W)`` batch: the entry of every CEMNet."""
+
+    def __init__(self, half: bool = False) -> None:
+        super().__init__()
+        self.half = half
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return spectral.to_frequency(x)
+        return spectral.to_frequency(x, self.half)
+
+    def extra_repr(self) -> str:
+        return "half=True" if self.half else ""
 
 
 __all__ = [
