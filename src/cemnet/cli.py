@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -55,6 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         stop_after=args.stop_after, bn_recalibration=args.bn_recalibration, model_options=dict(args.model_option),
     )
     summary = train(config, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     if "test_accuracy" in summary:
         print(f"test accuracy {summary['test_accuracy']:.4f} (error {100 * (1 - summary['test_accuracy']):.2f}%), "
               f"best {summary['best_test_accuracy']:.4f}; checkpoints and metrics.csv in {summary['out']}")
