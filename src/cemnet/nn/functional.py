@@ -68,8 +68,8 @@ def multiplicative_noise(x: torch.Tensor, sigma: float, training: bool = True) -
     if not training or sigma == 0:
         return x
     parts = torch.view_as_real(x)  # (B, C, H, W, 2): real and imaginary planes
-    noise = torch.randn_like(parts).mul_(sigma).add_(1.0)
-    return torch.view_as_complex(parts * noise)
+    # parts * (1 + sigma * n) in one fused pass
+    return torch.view_as_complex(torch.addcmul(parts, parts, torch.randn_like(parts), value=sigma))
 
 
 def spectral_max_pool2d(
