@@ -31,7 +31,7 @@ slow: setup
 	CEMNET_DATA=$(DATA) $(BIN)/python -m pytest -m slow
 
 bench: setup
-	$(BIN)/cemnet bench --out docs/bench.json
+	$(BIN)/cemnet bench --out docs/bench-full.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
