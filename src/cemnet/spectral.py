@@ -1,8 +1,8 @@
 """The FFT conventions of cemnet, written down once.
 
-Every frequency tensor in cemnet is the **full** two-dimensional spectrum of a
-real signal over its last two dimensions, computed with ``torch.fft.fft2`` and
-the default ("backward") normalisation: the forward transform is unscaled and
+By default every frequency tensor in cemnet is the **full** two-dimensional
+spectrum of a real signal over its last two dimensions, computed with
+``torch.fft.fft2`` and the default ("backward") normalisation: the forward transform is unscaled and
 the inverse divides by ``H * W``. Activations are ``(B, C, H, W)``; kernels are
 ``(C_out, C_in, K, K)`` in space and ``(C_out, C_in, H, W)`` in frequency.
 

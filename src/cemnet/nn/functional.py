@@ -1,7 +1,8 @@
 """Stateless frequency-domain operations; the layers in :mod:`cemnet.nn` are thin wrappers.
 
-All activations are complex full spectra ``(B, C, H, W)`` as described in
-:mod:`cemnet.spectral`. See the matching layer for the maths and the shapes.
+All activations are complex spectra ``(B, C, H, W)`` (or ``(B, C, H, W // 2 + 1)``
+for the half-spectrum variant) as described in :mod:`cemnet.spectral`. See the
+matching layer for the maths and the shapes.
 """
 
 from __future__ import annotations

@@ -472,17 +472,18 @@ class FFTConv2d(nn.Module):
             raise ValueError(f"FFTConv2d needs an odd kernel_size for 'same' padding, got {kernel_size}")
         self.input_size = _pair(input_size)
         padded = (self.input_size[0] + kernel_size - 1, self.input_size[1] + kernel_size - 1)
+        # Inputs and outputs are real, so the half spectrum is exact here: no variant involved.
         self.spectral = SpectralConv2d(
             in_channels, out_channels, kernel_size, padded, conj="weight", anchor="corner", storage="spatial",
-            bias=bias, device=device, dtype=dtype,
+            bias=bias, half=True, device=device, dtype=dtype,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[-2:]) != self.input_size:
             raise ValueError(f"FFTConv2d expected (B, C, {self.input_size[0]}, {self.input_size[1]}), got {tuple(x.shape)}")
         pad = self.spectral.kernel_size // 2
-        spectrum = spectral.to_frequency(nn.functional.pad(x, (pad, pad, pad, pad)))  # (B, C_in, H+K-1, W+K-1)
-        out = spectral.to_spatial(self.spectral(spectrum))
+        spectrum = spectral.to_frequency(nn.functional.pad(x, (pad, pad, pad, pad)), half=True)
+        out = spectral.to_spatial(self.spectral(spectrum), self.spectral.input_size)  # (B, C_out, H+K-1, W+K-1)
         return out[..., : self.input_size[0], : self.input_size[1]]
 
     @classmethod
