@@ -23,17 +23,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from cemnet import nn as cnn
 from cemnet.models._registry import register_model
-from cemnet.nn import (
-    SpectralBatchNorm2d,
-    SpectralConv2d,
-    SpectralDropout,
-    SpectralLeakyReLU,
-    SpectralMaxPool2d,
-    ToFrequency,
-    TwoBranchHead,
-    mlp_branch,
-)
 
 
 @dataclass(frozen=True)
@@ -114,7 +105,7 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            mlp_branch(spec.features, spec.hidden, spec.negative_slope, spec.dropout, spec.batch_norm),
+            cnn.mlp_branch(spec.features, spec.hidden, spec.negative_slope, spec.dropout, spec.batch_norm),
             nn.Linear(spec.hidden[-1] if spec.hidden else spec.features, spec.num_classes),
         )
         self.reset_parameters()
@@ -166,29 +157,29 @@ class CEMNet(nn.Module):
         super().__init__()
         self.spec = spec
         p = spec.dropout or 0.5  # the Leaky ReLU noise stays when dropout is ablated
-        layers: list[nn.Module] = [ToFrequency(half_spectrum)]
+        layers: list[nn.Module] = [cnn.ToFrequency(half_spectrum)]
         channels, size = spec.in_channels, spec.image_size
         for index, widths in enumerate(spec.stages):
             fixed = fixed_stages is None or index < fixed_stages
             stage_storage = "free" if storage == "frequency" and not fixed else storage
             for width in widths:
                 layers.append(
-                    SpectralConv2d(
+                    cnn.SpectralConv2d(
                         channels, width, spec.kernel_size, size,
                         conj=conj, storage=stage_storage, bias=not spec.batch_norm, half=half_spectrum,
                     )
                 )
                 if spec.batch_norm:
-                    layers.append(SpectralBatchNorm2d(width))
-                layers.append(SpectralLeakyReLU(p, sigma=leaky_sigma, active_in_eval=noise_in_eval))
+                    layers.append(cnn.SpectralBatchNorm2d(width))
+                layers.append(cnn.SpectralLeakyReLU(p, sigma=leaky_sigma, active_in_eval=noise_in_eval))
                 if spec.dropout:
-                    layers.append(SpectralDropout(spec.dropout))
+                    layers.append(cnn.SpectralDropout(spec.dropout))
                 channels = width
-            layers.append(SpectralMaxPool2d(2, size if half_spectrum else None))
+            layers.append(cnn.SpectralMaxPool2d(2, size if half_spectrum else None))
             size //= 2
         self.features = nn.Sequential(*layers)
         columns = size // 2 + 1 if half_spectrum else size
-        self.head = TwoBranchHead(
+        self.head = cnn.TwoBranchHead(
             spec.stages[-1][-1] * size * columns, spec.hidden, spec.num_classes, spec.negative_slope, spec.dropout, spec.batch_norm
         )
 

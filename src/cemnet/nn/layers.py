@@ -162,7 +162,7 @@ class SpectralConv2d(nn.Module):
             self.weight.copy_(torch.view_as_real(spectrum))
 
     def spectrum(self) -> torch.Tensor:
-        """The complex ``(C_out, C_in, H, W)`` frequency weight used by :meth:`forward`."""
+        """The complex ``(C_out, C_in, *spectrum_size)`` frequency weight used by :meth:`forward`."""
         if self.storage == "spatial":
             return spectral.kernel_spectrum(self.weight, self.input_size, self.anchor, self.half)
         return torch.view_as_complex(self.weight)
