@@ -105,6 +105,22 @@ def load_weights(path: str | Path, model: nn.Module) -> dict[str, Any]:
     return header
 
 
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model a weights file was saved from, rebuilt from its header and loaded; and the header's meta.
+
+    A checkpoint written by ``cemnet convert`` comes back converted.
+    """
+    from cemnet.convert import to_frequency  # deferred: models import nn, not checkpoints
+    from cemnet.models import create_model
+
+    meta = read_header(path)["meta"]
+    model = create_model(meta["model"], **meta["model_options"])
+    if meta.get("converted"):
+        model = to_frequency(model)
+    load_weights(path, model)
+    return model, meta
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     """The training state saved with the weights file ``path``."""
     path = Path(path)

@@ -67,19 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cemnet.checkpoint import load_weights, read_header
+    from cemnet.checkpoint import load_model
     from cemnet.data import dataset_info, load_dataset, normalize
-    from cemnet.models import create_model
     from cemnet.train import evaluate, resolve_device
 
-    meta = read_header(args.checkpoint)["meta"]
+    model, meta = load_model(args.checkpoint)
     dataset = args.dataset or meta["dataset"]
-    model = create_model(meta["model"], **meta["model_options"])
-    if meta.get("converted"):  # written by `cemnet convert`
-        from cemnet.convert import to_frequency
-
-        model = to_frequency(model)
-    load_weights(args.checkpoint, model)
     model.to(resolve_device(args.device))
     images, labels = load_dataset(dataset, "test", args.data_dir, download=args.download)
     result = evaluate(model, normalize(images, dataset), labels, batch_size=args.batch_size)
@@ -114,16 +107,14 @@ def cmd_ops(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
-    from cemnet.checkpoint import load_weights, read_header, save_checkpoint
+    from cemnet.checkpoint import load_model, save_checkpoint
     from cemnet.convert import to_frequency
-    from cemnet.models import create_model
     from cemnet.timing import time_call
 
-    meta = read_header(args.checkpoint)["meta"]
-    if meta["model"] != args.model:
-        raise ValueError(f"{args.checkpoint} holds a {meta['model']!r}, not a {args.model!r}")
-    model = create_model(args.model, **meta["model_options"])
-    load_weights(args.checkpoint, model)
+    model, meta = load_model(args.checkpoint)
+    if meta["model"] != args.model or meta.get("converted"):
+        raise ValueError(f"{args.checkpoint} holds a {'converted ' if meta.get('converted') else ''}"
+                         f"{meta['model']!r}, not a {args.model!r} CNN")
     model.eval()
     converted = to_frequency(model).eval()
     spec = model.spec

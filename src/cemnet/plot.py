@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cemnet.checkpoint import load_weights, read_header
-from cemnet.models import create_model
+from cemnet.checkpoint import load_model
 from cemnet.nn import SpectralConv2d
 
 
@@ -68,9 +67,7 @@ def first_kernels(model: nn.Module) -> torch.Tensor:
 def plot_kernels(checkpoint: str | Path, out: str | Path | None = None, size: int = 32) -> Path:
     """First-layer kernels (input channel 0) and their magnitude spectra (zero-padded to ``size``)."""
     checkpoint = Path(checkpoint)
-    meta = read_header(checkpoint)["meta"]
-    model = create_model(meta["model"], **meta["model_options"])
-    load_weights(checkpoint, model)
+    model, meta = load_model(checkpoint)
     kernels = first_kernels(model)[:, 0]  # (C_out, K, K)
     spectra = torch.fft.fftshift(torch.fft.fft2(kernels, s=(size, size)).abs(), dim=(-2, -1))
     count = min(len(kernels), 16)
