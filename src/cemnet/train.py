@@ -401,7 +401,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
             skip, (loss_sum, correct, seen, before) = (start_step, partial) if epoch == start_epoch else (0, [0.0] * 4)
             started = time.perf_counter() - before
             bar = tqdm(batches[skip:], desc=f"epoch {epoch + 1}/{config.epochs}", initial=skip,
-                       total=len(batches), disable=not (world.main and config.progress), leave=False)
+                       total=len(batches), leave=False,
+                       # None: tqdm draws only on a terminal, so logs get the per-epoch lines alone
+                       disable=None if world.main and config.progress else True)
             for step, index in enumerate(bar, start=skip):
                 index = index.to(device)
                 x, y = train_x[index], train_y[index]
