@@ -107,7 +107,7 @@ def reproduce(table: str, epochs: int = 800, out: str | Path = "runs/reproduce",
         if metrics is None:  # not run yet, or interrupted: train (resuming where it stopped)
             print(f"== {table}: {row.label} ({row.model}, {row.options or 'defaults'}), {epochs} epochs", flush=True)
             train(TrainConfig(model=row.model, epochs=epochs, out=str(run), model_options=row.options, **train_options),
-                  resume=True)
+                  resume=(run / "last.safetensors").is_file())
             metrics = _finished(run, epochs)
         ops = count_ops(create_model(row.model, **row.options))
         results[row.slug] = {
