@@ -128,3 +128,25 @@ def test_batches_shard_the_epoch(world_size):
     assert len({len(torch.cat(batches)) for batches in shards}) == 1  # every rank takes as many samples
     exact = [torch.cat(iterate_batches(10, 2, False, None, r, world_size, even_shards=False)) for r in range(world_size)]
     assert sorted(torch.cat(exact).tolist()) == list(range(10))
+
+
+def _idx(array):
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_fashion_mnist_reader(tmp_path):
+    """Only archive digests are published for Fashion-MNIST: uncompressed files are
+    checked by their IDX structure, gzip files by the official archive md5."""
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28))
+    (folder / "t10k-images-idx3-ubyte").write_bytes(_idx(images))
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.arange(5)))
+    loaded, labels = load_dataset("fashion-mnist", "test", tmp_path)
+    assert loaded.shape == (5, 1, 28, 28) and torch.equal(loaded[:, 0], torch.from_numpy(images).to(torch.uint8))
+    assert labels.tolist() == [0, 1, 2, 3, 4]
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(np.arange(5))))
+    with pytest.raises(DataError, match="bb300cfdad3c16e7a12a480ee83cd310"):  # not the official archive
+        load_dataset("fashion-mnist", "test", tmp_path)
