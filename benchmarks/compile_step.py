@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from cemnet.bench import _training_step
+from cemnet.bench import training_step
 from cemnet.cli import parse_option
 from cemnet.timing import time_call
 
@@ -19,7 +19,7 @@ args = parser.parse_args()
 
 for compiled in (False, True):
     torch.manual_seed(0)
-    model, x, step = _training_step(args.model, 100, torch.device("cpu"), dict(args.options))
+    model, x, step = training_step(args.model, 100, torch.device("cpu"), dict(args.options))
     if compiled:
         model.forward = torch.compile(model.forward)  # the optimizer and Weight Fixation stay eager
     started = time.perf_counter()

@@ -8,7 +8,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from cemnet.bench import _training_step
+from cemnet.bench import training_step
 from cemnet.cli import parse_option
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -18,7 +18,7 @@ parser.add_argument("--batch-size", type=int, default=100)
 parser.add_argument("--rows", type=int, default=20)
 args = parser.parse_args()
 
-_, _, step = _training_step(args.model, args.batch_size, torch.device("cpu"), dict(args.options))
+_, _, step = training_step(args.model, args.batch_size, torch.device("cpu"), dict(args.options))
 for _ in range(2):  # warm-up
     step()
 with profile(activities=[ProfilerActivity.CPU]) as prof:

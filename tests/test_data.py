@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from cemnet import data
-from cemnet.data import DataError, iterate_batches, load_dataset, normalize, parse_cifar_batch, parse_idx
+from cemnet.data import (
+    DataError,
+    iterate_batches,
+    load_dataset,
+    normalize,
+    parse_cifar_batch,
+    parse_idx,
+)
 
 
 def test_real_mnist_loads_and_is_verified(data_dir):

@@ -8,7 +8,13 @@ import torch.multiprocessing as mp
 
 from cemnet import checkpoint as ckpt
 from cemnet import train as trainer
-from cemnet.train import TrainConfig, TrainingDiverged, make_optimizer, make_schedule, train
+from cemnet.train import (
+    TrainConfig,
+    TrainingDiverged,
+    make_optimizer,
+    make_schedule,
+    train,
+)
 
 TINY = {"limit_train": 200, "limit_test": 200, "batch_size": 50, "progress": False, "download": False}
 
@@ -31,7 +37,6 @@ def _assert_same_weights(a, b):
 
 
 def test_schedule_is_cosine_to_the_floor_after_warmup():
-    param = torch.nn.Parameter(torch.zeros(1))
     recipe = trainer.PRESETS["authors-code"]
     optimizer = make_optimizer(torch.nn.Linear(1, 1), recipe)
     schedule = make_schedule(optimizer, recipe, total_steps=100, warmup_steps=10)
@@ -43,7 +48,6 @@ def test_schedule_is_cosine_to_the_floor_after_warmup():
     assert lrs[0] == pytest.approx(0.004 / 10) and lrs[9] == pytest.approx(0.004)
     assert lrs[10] == pytest.approx(0.004) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-7)
-    assert param.grad is None
 
 
 def test_paper_recipe_defaults():

@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from cemnet.models import create_model, model_info
 from cemnet.nn import apply_weight_fixation
 from cemnet.timing import time_call
+from cemnet.train import PRESETS, make_optimizer
 
 PAIRS = ("cemnet-mnist", "cemnet-small", "cemnet-large")
 
 
-def _training_step(name: str, batch_size: int, device: torch.device, options: dict[str, Any]):
-    from cemnet.train import PRESETS, make_optimizer
-
+def training_step(name: str, batch_size: int, device: torch.device, options: dict[str, Any]):
+    """A preset, a fixed random batch, and a closure running one paper-recipe training step on it."""
     model = create_model(name, **options).to(device).train()
     optimizer = make_optimizer(model, PRESETS["paper"])
     spec = model.spec
@@ -59,7 +59,7 @@ def _resident_bytes() -> int:
 
 def _cpu_step_memory(name: str, batch_size: int, options: dict[str, Any], threads: int, queue) -> None:
     torch.set_num_threads(threads)
-    _, _, step = _training_step(name, batch_size, torch.device("cpu"), options)
+    _, _, step = training_step(name, batch_size, torch.device("cpu"), options)
     before = _resident_bytes()
     step()
     queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)  # ru_maxrss is in KiB
@@ -68,7 +68,7 @@ def _cpu_step_memory(name: str, batch_size: int, options: dict[str, Any], thread
 def step_peak_memory(name: str, batch_size: int, device: torch.device, options: dict[str, Any]) -> int:
     """Bytes a training step allocates beyond the model, its inputs and the optimizer object."""
     if device.type == "cuda":
-        _, _, step = _training_step(name, batch_size, device, options)
+        _, _, step = training_step(name, batch_size, device, options)
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -89,7 +89,7 @@ def bench_model(name: str, batch_size: int = 100, device: torch.device | None = 
     """Timings (seconds) and memory (bytes) of one preset; see the module docstring."""
     device = device or torch.device("cpu")
     options = options or {}
-    model, x, step = _training_step(name, batch_size, device, options)
+    model, x, step = training_step(name, batch_size, device, options)
     train = time_call(step, repeats, warmup, device)
     model.eval()
     with torch.no_grad():

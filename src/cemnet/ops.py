@@ -49,7 +49,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from cemnet.nn import SpectralBatchNorm2d, SpectralConv2d, SpectralMaxPool2d, ToFrequency
+from cemnet.nn import (
+    SpectralBatchNorm2d,
+    SpectralConv2d,
+    SpectralMaxPool2d,
+    ToFrequency,
+)
 
 RULES = ("paper", "autograd")
 

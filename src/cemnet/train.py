@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cemnet import checkpoint as ckpt
-from cemnet.data import dataset_info, iterate_batches, load_dataset, normalize
+from cemnet.data import iterate_batches, load_dataset, normalize
 from cemnet.models import count_parameters, create_model, model_info
 from cemnet.nn import apply_weight_fixation
 
@@ -110,11 +110,6 @@ class TrainConfig:
         recipe = PRESETS[self.preset]
         overrides = {"lr": self.lr, "warmup_epochs": self.warmup_epochs}
         return Recipe(**{**asdict(recipe), **{k: v for k, v in overrides.items() if v is not None}})
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in names})
 
 
 class TrainingDiverged(RuntimeError):

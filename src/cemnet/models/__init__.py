@@ -15,7 +15,14 @@ The overrides ``weight_fixation=False``, ``batch_norm=False`` and
 ``dropout=False`` give the ablation rows of the paper's tables.
 """
 
-from cemnet.models._registry import ModelInfo, count_parameters, create_model, list_models, model_info, register_model
+from cemnet.models._registry import (
+    ModelInfo,
+    count_parameters,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
 from cemnet.models.convnets import CEMNet, ConvNet, NetSpec
 
 __all__ = [
