@@ -9,8 +9,7 @@ def test_bench_reports_both_twins_and_their_ratios():
     assert pair["cemnet"]["model"] == "cemnet-mnist" and pair["cnn"]["model"] == "lenet5"
     for side in ("cemnet", "cnn"):
         assert pair[side]["train_step_s"] > 0 and pair[side]["inference_s"] > 0
-    ratio = pair["cemnet"]["train_step_s"] / pair["cnn"]["train_step_s"]
-    assert pair["ratio"]["train_step_s"] == ratio
+    assert pair["ratio"]["train_step_s"] > 0 and pair["ratio_iqr"]["train_step_s"] >= 0
     assert report["machine"]["torch"] == torch.__version__
     table = format_table(report)
     assert "cemnet-mnist / lenet5" in table and "n/a" in table

@@ -40,7 +40,7 @@ def test_half_and_full_layers_agree_on_real_signals(conj):
 
 def test_half_weight_fixation_keeps_the_support():
     layer = cnn.SpectralConv2d(2, 3, 3, (8, 7), storage="frequency", half=True, **DOUBLE)
-    assert layer.weight.shape == (3, 2, 8, 4, 2)
+    assert layer.weight.shape == (8, 4, 2, 2, 3)  # frequency-major (H, W // 2 + 1, 2, C_in, C_out)
     with torch.no_grad():
         layer.weight.add_(torch.randn_like(layer.weight))
     layer.fix_weights()

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cemnet import nn as cnn
+from cemnet.nn import functional as SF
 from cemnet.spectral import to_frequency, to_spatial
 
 DOUBLE = {"dtype": torch.float64}
@@ -27,6 +28,7 @@ CASES = [  # (c_in, c_out, k, (H, W))
     (2, 5, 3, (7, 10)),
     (4, 2, 5, (12, 9)),
     (6, 16, 5, (14, 14)),
+    (1, 6, 5, (10, 9)),  # one input channel: the broadcast path
 ]
 
 
@@ -269,3 +271,31 @@ def test_gradcheck_noise_with_fixed_draws():
         return cnn.functional.multiplicative_noise(inp, 0.3)
 
     assert torch.autograd.gradcheck(noisy, (x,))
+
+
+def test_frequency_major_layout_round_trips_and_both_weight_layouts_agree():
+    weight = torch.randn(4, 3, 6, 5, dtype=torch.complex128)
+    packed = SF.frequency_major(weight)
+    assert packed.shape == (6, 5, 2, 3, 4)
+    assert packed[2, 1, 1, 0, 3] == weight[3, 0, 2, 1].imag
+    torch.testing.assert_close(SF.from_frequency_major(packed.contiguous()), weight)
+    x = to_frequency(torch.randn(2, 3, 6, 5, **DOUBLE))
+    torch.testing.assert_close(SF.spectral_conv2d(x, weight), SF.spectral_conv2d(x, packed.contiguous()))
+
+
+@pytest.mark.parametrize("conj", ["input", "weight"])
+@pytest.mark.parametrize("half", [False, True])
+def test_single_input_channel_path_equals_the_matrix_path(conj, half):
+    # A zero second input channel sends the same product through the batched-matmul path.
+    x = to_frequency(torch.randn(3, 1, 6, 7, **DOUBLE), half=half).requires_grad_()
+    weight = torch.randn(4, 2, 6, 4 if half else 7, dtype=torch.complex128, requires_grad=True)
+    bias = torch.randn(4, **DOUBLE)
+    size = (6, 7) if half else None
+    broadcast = SF.spectral_conv2d(x, weight[:, :1], bias, conj, size)
+    matrix = SF.spectral_conv2d(torch.cat([x, torch.zeros_like(x)], 1), weight, bias, conj, size)
+    torch.testing.assert_close(broadcast, matrix, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(broadcast)
+    grads = torch.autograd.grad(broadcast, (x, weight), upstream)
+    expected = torch.autograd.grad(matrix, (x, weight), upstream)
+    torch.testing.assert_close(grads[0], expected[0])
+    torch.testing.assert_close(grads[1][:, :1], expected[1][:, :1])

@@ -9,8 +9,10 @@ For every pair it measures, after warm-up:
   a fresh child process, since PyTorch does not track CPU allocations);
 
 and reports medians with their interquartile range, images per second, and
-the CEMNet / CNN ratio of each. Performance is never asserted in tests: the
-ratios printed here are the measurement.
+the CEMNet / CNN ratio of each. The two twins' steps are interleaved and the
+ratio is the median of the per-repetition ratios (:func:`cemnet.timing.time_pair`),
+which cancels most of a shared machine's drift. Performance is never asserted
+in tests: the ratios printed here are the measurement.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from cemnet.models import create_model, model_info
 from cemnet.nn import apply_weight_fixation
-from cemnet.timing import time_call
+from cemnet.timing import Timing, paired_ratio, time_pair
 from cemnet.train import PRESETS, make_optimizer
 
 PAIRS = ("cemnet-mnist", "cemnet-small", "cemnet-large")
@@ -84,23 +86,47 @@ def step_peak_memory(name: str, batch_size: int, device: torch.device, options: 
     return result
 
 
-def bench_model(name: str, batch_size: int = 100, device: torch.device | None = None, repeats: int = 5,
-                warmup: int = 2, options: dict[str, Any] | None = None, memory: bool = True) -> dict[str, Any]:
-    """Timings (seconds) and memory (bytes) of one preset; see the module docstring."""
-    device = device or torch.device("cpu")
-    options = options or {}
-    model, x, step = training_step(name, batch_size, device, options)
-    train = time_call(step, repeats, warmup, device)
-    model.eval()
-    with torch.no_grad():
-        infer = time_call(lambda: model(x), repeats, warmup, device)
+def _summary(name: str, options: dict[str, Any], batch_size: int, train: Timing, infer: Timing,
+             memory: int | None) -> dict[str, Any]:
     return {
         "model": name, "options": options,
         "train_step_s": train.median, "train_step_iqr_s": train.spread,
         "inference_s": infer.median, "inference_iqr_s": infer.spread,
         "train_images_per_s": batch_size / train.median, "inference_images_per_s": batch_size / infer.median,
-        "step_peak_bytes": step_peak_memory(name, batch_size, device, options) if memory else None,
+        "step_peak_bytes": memory,
     }
+
+
+def bench_pair(name: str, batch_size: int = 100, device: torch.device | None = None, repeats: int = 5,
+               warmup: int = 2, options: dict[str, Any] | None = None, memory: bool = True) -> dict[str, Any]:
+    """A CEMNet preset and its CNN twin, their steps interleaved; see the module docstring.
+
+    ``ratio`` holds the medians of the per-repetition CEMNet / CNN ratios
+    (``ratio_iqr`` their interquartile ranges) and the ratio of peak memories.
+    """
+    device = device or torch.device("cpu")
+    options = options or {}
+    twin = model_info(name).twin
+    if twin is None:
+        raise ValueError(f"{name!r} has no CNN twin to compare with")
+    cemnet, x_cemnet, step_cemnet = training_step(name, batch_size, device, options)
+    cnn, x_cnn, step_cnn = training_step(twin, batch_size, device, {})
+    train = time_pair(step_cemnet, step_cnn, repeats, warmup, device)
+    cemnet.eval()
+    cnn.eval()
+    with torch.no_grad():
+        infer = time_pair(lambda: cemnet(x_cemnet), lambda: cnn(x_cnn), repeats, warmup, device)
+    memories = [step_peak_memory(n, batch_size, device, o) if memory else None for n, o in ((name, options), (twin, {}))]
+    ratio = {"train_step_s": paired_ratio(*train), "inference_s": paired_ratio(*infer)}
+    result = {
+        "cemnet": _summary(name, options, batch_size, train[0], infer[0], memories[0]),
+        "cnn": _summary(twin, {}, batch_size, train[1], infer[1], memories[1]),
+        "ratio": {key: timing.median for key, timing in ratio.items()},
+        "ratio_iqr": {key: timing.spread for key, timing in ratio.items()},
+    }
+    if memory:
+        result["ratio"]["step_peak_bytes"] = memories[0] / memories[1]
+    return result
 
 
 def machine() -> dict[str, Any]:
@@ -123,17 +149,7 @@ def run_bench(pairs: tuple[str, ...] = PAIRS, batch_size: int = 100, device: tor
               memory: bool = True) -> dict[str, Any]:
     """Benchmark each CEMNet in ``pairs`` and its twin; returns the JSON-ready results."""
     device = device or torch.device("cpu")
-    results = []
-    for name in pairs:
-        twin = model_info(name).twin
-        if twin is None:
-            raise ValueError(f"{name!r} has no CNN twin to compare with")
-        cemnet = bench_model(name, batch_size, device, repeats, warmup, options, memory)
-        cnn = bench_model(twin, batch_size, device, repeats, warmup, None, memory)
-        ratios = {key: cemnet[key] / cnn[key] for key in ("train_step_s", "inference_s")}
-        if memory:
-            ratios["step_peak_bytes"] = cemnet["step_peak_bytes"] / cnn["step_peak_bytes"]
-        results.append({"cemnet": cemnet, "cnn": cnn, "ratio": ratios})
+    results = [bench_pair(name, batch_size, device, repeats, warmup, options, memory) for name in pairs]
     return {"machine": {**machine(), "device": str(device), "batch_size": batch_size}, "pairs": results}
 
 
@@ -144,18 +160,20 @@ def format_table(report: dict[str, Any]) -> str:
         f"{info['date']}, {info['cpu']}, {info['threads']} threads, torch {info['torch']}, device {info['device']}, "
         f"batch {info['batch_size']}",
         "",
-        "| CEMNet / CNN | train step ms (median ± IQR) | ratio | inference ms | ratio | step memory MiB | ratio | train img/s |",
+        "| CEMNet / CNN | train step ms (median ± IQR) | ratio ± IQR | inference ms | ratio ± IQR | step memory MiB "
+        "| ratio | train img/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for pair in report["pairs"]:
-        a, b, r = pair["cemnet"], pair["cnn"], pair["ratio"]
+        a, b, r, q = pair["cemnet"], pair["cnn"], pair["ratio"], pair["ratio_iqr"]
         memory = "n/a | n/a"
         if a["step_peak_bytes"] is not None:
             memory = f"{a['step_peak_bytes'] / 2**20:.0f} / {b['step_peak_bytes'] / 2**20:.0f} | {r['step_peak_bytes']:.2f}x"
         lines.append(
             f"| {a['model']} / {b['model']} | {1e3 * a['train_step_s']:.1f} ± {1e3 * a['train_step_iqr_s']:.1f} / "
-            f"{1e3 * b['train_step_s']:.1f} ± {1e3 * b['train_step_iqr_s']:.1f} | {r['train_step_s']:.2f}x | "
-            f"{1e3 * a['inference_s']:.1f} / {1e3 * b['inference_s']:.1f} | {r['inference_s']:.2f}x | {memory} | "
+            f"{1e3 * b['train_step_s']:.1f} ± {1e3 * b['train_step_iqr_s']:.1f} | "
+            f"{r['train_step_s']:.2f}x ± {q['train_step_s']:.2f} | {1e3 * a['inference_s']:.1f} / {1e3 * b['inference_s']:.1f} | "
+            f"{r['inference_s']:.2f}x ± {q['inference_s']:.2f} | {memory} | "
             f"{a['train_images_per_s']:.0f} / {b['train_images_per_s']:.0f} |"
         )
     return "\n".join(lines)

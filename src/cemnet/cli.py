@@ -109,7 +109,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     from cemnet.checkpoint import load_model, save_checkpoint
     from cemnet.convert import to_frequency
-    from cemnet.timing import time_call
+    from cemnet.timing import time_pair
 
     model, meta = load_model(args.checkpoint)
     if meta["model"] != args.model or meta.get("converted"):
@@ -121,8 +121,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     images = torch.randn(100, spec.in_channels, spec.image_size, spec.image_size)
     with torch.no_grad():
         difference = (model(images) - converted(images)).abs().max().item()
-        spatial_s = time_call(lambda: model(images)).median
-        frequency_s = time_call(lambda: converted(images)).median
+        spatial, frequency = time_pair(lambda: model(images), lambda: converted(images))
+        spatial_s, frequency_s = spatial.median, frequency.median
     out = Path(args.out)
     save_checkpoint(out.parent, out.name.removesuffix(".safetensors"), converted, {**meta, "converted": True})
     print(f"wrote {out}: {args.model} with its convolutions in the frequency domain")

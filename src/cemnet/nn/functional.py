@@ -7,6 +7,9 @@ matching layer for the maths and the shapes.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +24,21 @@ def check_spectrum(x: torch.Tensor, name: str = "input") -> None:
         raise ValueError(f"expected a complex frequency-domain {name} (got dtype {x.dtype}); use cemnet.spectral.to_frequency")
 
 
+def frequency_major(weight: torch.Tensor) -> torch.Tensor:
+    """A complex ``(C_out, C_in, H, F)`` weight as the real ``(H, F, 2, C_in, C_out)`` layout of the products.
+
+    The result is a view; ``.contiguous()`` it to store it. ``(H, F, 2, C_in, C_out)``
+    reshaped to ``(H * F, 2 C_in, C_out)`` is, per frequency, the real matrix
+    ``[Re W; Im W]`` that :func:`spectral_conv2d` multiplies by.
+    """
+    return torch.view_as_real(weight).permute(2, 3, 4, 1, 0)
+
+
+def from_frequency_major(weight: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`frequency_major`: real ``(H, F, 2, C_in, C_out)`` -> complex ``(C_out, C_in, H, F)``."""
+    return torch.complex(weight[:, :, 0], weight[:, :, 1]).permute(3, 2, 0, 1)
+
+
 def spectral_conv2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, conj: str = "input",
     size: tuple[int, int] | None = None,
@@ -29,7 +47,10 @@ def spectral_conv2d(
 
     Args:
         x: complex ``(B, C_in, H, F)``, a full (``F = W``) or half (``F = W // 2 + 1``) spectrum.
-        weight: complex ``(C_out, C_in, H, F)``, the spectrum of the padded kernel.
+        weight: the spectrum of the padded kernel, either complex ``(C_out, C_in, H, F)``
+            or already in the real frequency-major layout ``(H, F, 2, C_in, C_out)``
+            of :func:`frequency_major` (how frequency-stored layers keep it, so
+            that no weight is transposed per step).
         bias: real ``(C_out,)`` spatial bias or ``None``; it only touches the DC term.
         conj: ``"input"`` (paper, Eq. 4) or ``"weight"`` (exact ``conv2d``).
         size: the signal size ``(H, W)`` of a half spectrum (for the bias).
@@ -38,24 +59,36 @@ def spectral_conv2d(
         complex ``(B, C_out, H, F)``.
     """
     batch, c_in, height, width = x.shape
-    c_out = weight.shape[0]
+    conj = check_choice("conj", conj, CONJUGATIONS)
+    if c_in == 1:
+        # One input channel (a grayscale first layer): no sum over C_in, so a broadcast
+        # product beats the matrix layout below (2x forward + backward on MNIST's first layer).
+        spectrum = from_frequency_major(weight) if not weight.is_complex() else weight  # (C_out, 1, H, F)
+        out = x.conj() * spectrum.transpose(0, 1) if conj == "input" else x * spectrum.transpose(0, 1).conj()
+        return _add_bias(out, bias, size)
+    if weight.is_complex():
+        weight = frequency_major(weight)
+    c_out = weight.shape[-1]
     # The complex products as ONE real batched matrix product per frequency (PyTorch's
     # complex bmm is ~10x slower on CPU). Both conventions have Re Y = Xr Wr + Xi Wi;
     # the imaginary part is [-Xi, Xr] @ [Wr; Wi] for conj(X) W and [Xi, -Xr] @ [Wr; Wi]
     # for X conj(W). Stacking the two left factors along the batch shares one weight
-    # operand [Wr; Wi], a mere reshape of the stored weight.
+    # operand [Wr; Wi], a mere reshape of the frequency-major weight.
     parts = torch.view_as_real(x).permute(2, 3, 4, 0, 1)  # (H, W, 2, B, C_in)
     real, imag = parts[:, :, 0], parts[:, :, 1]
-    second = torch.cat([-imag, real], -1) if check_choice("conj", conj, CONJUGATIONS) == "input" else torch.cat(
-        [imag, -real], -1)
+    second = torch.cat([-imag, real], -1) if conj == "input" else torch.cat([imag, -real], -1)
     inputs = torch.stack([torch.cat([real, imag], -1), second], 2)  # (H, W, 2, B, 2 C_in)
     inputs = inputs.reshape(height * width, 2 * batch, 2 * c_in)
-    weights = torch.view_as_real(weight).permute(2, 3, 4, 1, 0).reshape(height * width, 2 * c_in, c_out)
-    out = torch.bmm(inputs, weights).reshape(height, width, 2, batch, c_out)  # (H, W, [Re, Im], B, C_out)
+    out = torch.bmm(inputs, weight.reshape(height * width, 2 * c_in, c_out))
+    out = out.reshape(height, width, 2, batch, c_out)  # (H, W, [Re, Im], B, C_out)
     out = torch.view_as_complex(out.permute(3, 4, 0, 1, 2).contiguous())  # (B, C_out, H, F)
+    return _add_bias(out, bias, size)
+
+
+def _add_bias(out: torch.Tensor, bias: torch.Tensor | None, size: tuple[int, int] | None) -> torch.Tensor:
     if bias is not None:
         # A constant spatial offset b is the spectrum b * H * W at frequency (0, 0).
-        points = size[0] * size[1] if size is not None else height * width
+        points = size[0] * size[1] if size is not None else out.shape[-2] * out.shape[-1]
         out[:, :, 0, 0] += bias * points
     return out
 
@@ -69,8 +102,49 @@ def multiplicative_noise(x: torch.Tensor, sigma: float, training: bool = True) -
     if not training or sigma == 0:
         return x
     parts = torch.view_as_real(x)  # (B, C, H, W, 2): real and imaginary planes
-    # parts * (1 + sigma * n) in one fused pass
-    return torch.view_as_complex(torch.addcmul(parts, parts, torch.randn_like(parts), value=sigma))
+    # The factor is drawn as N(1, sigma) directly, so forward and backward are one product each.
+    return torch.view_as_complex(parts * normal_like(parts, 1.0, sigma))
+
+
+# Below this many numbers a second thread costs more than it saves.
+PARALLEL_NORMAL_MIN_NUMEL = 1 << 18
+_normal_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _normal_workers(count: int) -> ThreadPoolExecutor:
+    global _normal_pool
+    # A pool inherited through fork() has no threads left: make a new one per process.
+    if _normal_pool is None or _normal_pool[0] != os.getpid() or _normal_pool[1]._max_workers < count:
+        _normal_pool = (os.getpid(), ThreadPoolExecutor(count, thread_name_prefix="cemnet-normal"))
+    return _normal_pool[1]
+
+
+def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """Independent ``N(mean, std)`` draws shaped like ``x`` (contiguous, no autograd history).
+
+    PyTorch draws CPU Gaussians on one core, and the noise layers draw one per
+    activation. Large CPU tensors are therefore split into
+    ``torch.get_num_threads()`` chunks, each filled by its own generator on its
+    own thread. The first chunk uses the default generator and the others are
+    seeded from it, so ``torch.manual_seed`` still makes a run reproducible (for
+    a given thread count) and checkpoints that save the default generator still
+    resume exactly. The law is unchanged: every number is an independent draw.
+    """
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads < 2 or x.numel() < PARALLEL_NORMAL_MIN_NUMEL:
+        return out.normal_(mean, std)
+    first, *rest = out.view(-1).chunk(threads)
+    seeds = torch.randint(2**62, (len(rest),)).tolist()
+    workers = _normal_workers(len(rest))
+    futures = [
+        workers.submit(chunk.normal_, mean, std, generator=torch.Generator().manual_seed(seed))
+        for chunk, seed in zip(rest, seeds)
+    ]
+    first.normal_(mean, std)
+    for future in futures:
+        future.result()
+    return out
 
 
 def spectral_max_pool2d(

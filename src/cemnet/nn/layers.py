@@ -74,7 +74,10 @@ class SpectralConv2d(nn.Module):
 
     Attributes:
         weight: real ``(C_out, C_in, K, K)`` for ``"spatial"``; for the frequency
-            storages ``(C_out, C_in, H, W, 2)``, the real and imaginary parts.
+            storages the real and imaginary parts, frequency-major
+            ``(H, W, 2, C_in, C_out)`` (``W // 2 + 1`` for half spectra), the
+            layout the batched products read without a transpose;
+            :meth:`spectrum` gives the complex ``(C_out, C_in, H, W)`` view.
             Initialised He-normal in space (std ``sqrt(2 / (C_in K^2))``), then
             transformed.
         bias: real ``(C_out,)`` or ``None``.
@@ -122,7 +125,7 @@ class SpectralConv2d(nn.Module):
         if storage == "spatial":
             shape = (out_channels, in_channels, self.kernel_size, self.kernel_size)
         else:
-            shape = (out_channels, in_channels, *self.spectrum_size, 2)
+            shape = (*self.spectrum_size, 2, in_channels, out_channels)
         self.weight = nn.Parameter(torch.empty(shape, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reset_parameters()
@@ -159,13 +162,13 @@ class SpectralConv2d(nn.Module):
             self.weight.copy_(kernel)
         else:
             spectrum = spectral.kernel_spectrum(kernel, self.input_size, self.anchor, self.half)
-            self.weight.copy_(torch.view_as_real(spectrum))
+            self.weight.copy_(SF.frequency_major(spectrum))
 
     def spectrum(self) -> torch.Tensor:
-        """The complex ``(C_out, C_in, *spectrum_size)`` frequency weight used by :meth:`forward`."""
+        """The complex ``(C_out, C_in, *spectrum_size)`` frequency weight that :meth:`forward` applies."""
         if self.storage == "spatial":
             return spectral.kernel_spectrum(self.weight, self.input_size, self.anchor, self.half)
-        return torch.view_as_complex(self.weight)
+        return SF.from_frequency_major(self.weight)
 
     def spatial_kernel(self) -> torch.Tensor:
         """The real ``(C_out, C_in, K, K)`` kernel that the weight represents.
@@ -201,11 +204,12 @@ class SpectralConv2d(nn.Module):
         projected = spectral.project_to_support(
             self.spectrum(), self.kernel_size, self.anchor, real_kernel, self._signal_size
         )
-        self.weight.copy_(torch.view_as_real(projected))
+        self.weight.copy_(SF.frequency_major(projected))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_channels, self.spectrum_size, type(self).__name__)
-        return SF.spectral_conv2d(x, self.spectrum(), self.bias, self.conj, self._signal_size)
+        weight = self.spectrum() if self.storage == "spatial" else self.weight  # frequency-major: no transpose
+        return SF.spectral_conv2d(x, weight, self.bias, self.conj, self._signal_size)
 
     @classmethod
     def from_conv2d(
