@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from cemnet import spectral
+from cemnet.spectral import to_frequency, to_spatial
 
 
 @pytest.mark.parametrize("anchor", spectral.ANCHORS)
@@ -50,3 +51,28 @@ def test_real_kernel_projection_drops_the_imaginary_part():
 def test_invalid_anchor_names_the_choices():
     with pytest.raises(ValueError, match=r"anchor must be one of \['corner', 'center'\], got 'middle'"):
         spectral.pad_kernel(torch.zeros(1, 1, 3, 3), (4, 4), "middle")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (4, 3), (7, 5), (8, 8)])
+@pytest.mark.parametrize("half", [False, True])
+def test_dense_transforms_equal_the_fft_with_gradients(size, half):
+    x = torch.randn(3, 2, *size, dtype=torch.float64, requires_grad=True)
+    dense, fft = to_frequency(x, half, dense=True), to_frequency(x, half, dense=False)
+    torch.testing.assert_close(dense, fft, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(fft)
+    torch.testing.assert_close(torch.autograd.grad(dense, x, upstream)[0], torch.autograd.grad(fft, x, upstream)[0])
+    # The inverse on a spectrum that is NOT Hermitian (as after noise and batch norm).
+    spectrum = (fft.detach() + torch.randn_like(fft)).requires_grad_()
+    signal = size if half else None
+    dense, fft = to_spatial(spectrum, signal, dense=True), to_spatial(spectrum, signal, dense=False)
+    torch.testing.assert_close(dense, fft, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(fft)
+    torch.testing.assert_close(torch.autograd.grad(dense, spectrum, upstream)[0],
+                               torch.autograd.grad(fft, spectrum, upstream)[0])
+
+
+def test_dense_transform_follows_dtype_and_conjugate_views():
+    x = torch.randn(2, 4, 4)
+    assert to_frequency(x, dense=True).dtype == torch.complex64
+    spectrum = to_frequency(x.double())
+    torch.testing.assert_close(to_spatial(spectrum.conj(), dense=True), to_spatial(spectrum.conj(), dense=False))
