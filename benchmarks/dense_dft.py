@@ -22,7 +22,7 @@ torch.set_num_threads(args.threads)
 print(f"{args.threads} threads, torch {torch.__version__}; milliseconds, forward + backward")
 print("| maps | rfft2: FFT | dense | dense / FFT | irfft2: FFT | dense | dense / FFT |")
 print("|---|---|---|---|---|---|---|")
-for batch, channels, side in [(100, 512, 2), (100, 512, 4), (100, 256, 7), (100, 256, 8), (100, 128, 14), (100, 128, 16)]:
+def row(batch: int, channels: int, side: int) -> str:
     x = torch.randn(batch, channels, side, side, requires_grad=True)
     spectrum = to_frequency(x.detach(), half=True).requires_grad_()
     up_spectrum, up_signal = torch.randn_like(spectrum), torch.randn_like(x)
@@ -37,4 +37,8 @@ for batch, channels, side in [(100, 512, 2), (100, 512, 4), (100, 256, 7), (100,
     for make in (forward, inverse):
         fft, dense = time_pair(make(False), make(True), repeats=10, warmup=2)
         cells += [f"{1e3 * fft.median:.2f}", f"{1e3 * dense.median:.2f}", f"{paired_ratio(dense, fft).median:.2f}x"]
-    print(f"| {batch}x{channels} of {side}x{side} | " + " | ".join(cells) + " |")
+    return f"| {batch}x{channels} of {side}x{side} | " + " | ".join(cells) + " |"
+
+
+for shape in [(100, 512, 2), (100, 512, 4), (100, 256, 7), (100, 256, 8), (100, 128, 14), (100, 128, 16)]:
+    print(row(*shape))

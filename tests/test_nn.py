@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cemnet import nn as cnn
+from cemnet import spectral
 from cemnet.nn import functional as SF
 from cemnet.spectral import to_frequency, to_spatial
 
@@ -299,3 +300,14 @@ def test_single_input_channel_path_equals_the_matrix_path(conj, half):
     expected = torch.autograd.grad(matrix, (x, weight), upstream)
     torch.testing.assert_close(grads[0], expected[0])
     torch.testing.assert_close(grads[1][:, :1], expected[1][:, :1])
+
+
+@pytest.mark.parametrize("half,real_kernel", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("k,size,anchor", [(3, (8, 7), "corner"), (5, (6, 6), "center"), (3, (2, 2), "corner")])
+def test_weight_fixation_equals_project_to_support(half, real_kernel, k, size, anchor):
+    layer = cnn.SpectralConv2d(2, 3, k, size, conj="input", storage="frequency", anchor=anchor, half=half, **DOUBLE)
+    with torch.no_grad():
+        layer.weight.add_(torch.randn_like(layer.weight))
+    expected = spectral.project_to_support(layer.spectrum().detach(), k, anchor, real_kernel, size if half else None)
+    layer.fix_weights(real_kernel)
+    torch.testing.assert_close(layer.spectrum().detach(), expected, rtol=1e-12, atol=1e-12)

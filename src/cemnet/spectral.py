@@ -200,3 +200,39 @@ def project_to_support(
     if real_kernel:
         kernel = kernel.real.to(spectrum.dtype)
     return kernel_spectrum(kernel, spectrum.shape[-2:], anchor)
+
+
+@functools.lru_cache(maxsize=64)
+def support_projector(
+    size: tuple[int, int], kernel_size: int, anchor: str = "corner", real_kernel: bool = False, half: bool = False,
+    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`project_to_support` as two thin real matrices ``(up, down)``.
+
+    Weight Fixation is linear and has rank ``T``, the number of real kernel
+    taps: ``K^2`` for half spectra and for ``real_kernel``, ``2 K^2`` for the
+    paper's complex taps. Flatten a spectrum over ``(H, F)`` as
+    ``view_as_real`` pairs (a column of the ``(H * F * 2, C_in * C_out)`` view of
+    a frequency-major weight); its projection is ``up @ (down @ column)``, where
+    ``down`` (``T x 2 H F``) reads the taps and ``up`` (``2 H F x T``)
+    transforms them back. Both are built by applying :func:`spectrum_to_kernel`
+    and :func:`kernel_spectrum` to basis vectors, so this is the same map as
+    :func:`project_to_support`, at the cost of two GEMMs of inner size ``T``
+    and without a transpose of the weight.
+    """
+    height, width = size
+    columns = width // 2 + 1 if half else width
+    points = height * columns * 2
+    basis = torch.view_as_complex(torch.eye(points, dtype=torch.float64).view(points, height, columns, 2))
+    taps = spectrum_to_kernel(basis, kernel_size, anchor, size if half else None)  # (points, k, k)
+    complex_taps = not half and not real_kernel
+    if not half:
+        taps = torch.view_as_real(taps) if complex_taps else taps.real
+    count = taps[0].numel()
+    down = taps.reshape(points, count).T
+    tap_basis = torch.eye(count, dtype=torch.float64).view(count, *taps.shape[1:])
+    if complex_taps:
+        tap_basis = torch.view_as_complex(tap_basis)
+    up = torch.view_as_real(kernel_spectrum(tap_basis, size, anchor, half)).reshape(count, points).T
+    return up.to(device, dtype).contiguous(), down.to(device, dtype).contiguous()
+

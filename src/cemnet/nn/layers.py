@@ -201,10 +201,13 @@ class SpectralConv2d(nn.Module):
         """
         if self.storage != "frequency":
             raise ValueError(f"Weight Fixation applies to storage 'frequency', this layer has storage {self.storage!r}")
-        projected = spectral.project_to_support(
-            self.spectrum(), self.kernel_size, self.anchor, real_kernel, self._signal_size
+        # spectral.project_to_support as two thin GEMMs on the frequency-major weight.
+        up, down = spectral.support_projector(
+            self.input_size, self.kernel_size, self.anchor, real_kernel and not self.half, self.half,
+            self.weight.dtype, self.weight.device,
         )
-        self.weight.copy_(SF.frequency_major(projected))
+        flat = self.weight.view(-1, self.in_channels * self.out_channels)  # (H * F * 2, C_in * C_out)
+        self.weight.copy_((up @ (down @ flat)).view_as(self.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_channels, self.spectrum_size, type(self).__name__)
