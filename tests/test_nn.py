@@ -311,3 +311,21 @@ def test_weight_fixation_equals_project_to_support(half, real_kernel, k, size, a
     expected = spectral.project_to_support(layer.spectrum().detach(), k, anchor, real_kernel, size if half else None)
     layer.fix_weights(real_kernel)
     torch.testing.assert_close(layer.spectrum().detach(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_normal_like_law_and_reproducibility(parallel, monkeypatch):
+    if parallel:
+        monkeypatch.setattr(SF, "PARALLEL_NORMAL_MIN_NUMEL", 1)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # three streams, whatever the machine
+    like = torch.empty(200_001)
+    torch.manual_seed(5)
+    draws = SF.normal_like(like, 1.0, 0.25)
+    torch.manual_seed(5)
+    torch.testing.assert_close(SF.normal_like(like, 1.0, 0.25), draws, rtol=0, atol=0)  # the seed decides all
+    assert not torch.equal(SF.normal_like(like, 1.0, 0.25), draws)  # fresh draws on every call
+    assert abs(draws.mean().item() - 1.0) < 0.005 and abs(draws.std().item() - 0.25) < 0.005
+    first, second, third = draws.chunk(3)
+    n = len(third)
+    assert abs(torch.corrcoef(torch.stack([first[:n], second[:n]]))[0, 1].item()) < 0.02  # independent streams
+    assert not torch.equal(first[:n], second[:n])

@@ -29,7 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-SCHEMA_VERSION = 1
+# 2: frequency-stored SpectralConv2d weights are frequency-major (H, W, 2, C_in, C_out);
+#    version 1 stored them (C_out, C_in, H, W, 2). Version-1 weights are migrated on load.
+SCHEMA_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -88,7 +90,19 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is a safetensors file but not a cemnet checkpoint")
     if int(header.get("version", -1)) > SCHEMA_VERSION:
         raise CheckpointError(f"{path} has schema version {header['version']}; this cemnet reads up to {SCHEMA_VERSION}")
-    return {"token": header.get("token"), "meta": json.loads(header["meta"])}
+    return {"token": header.get("token"), "meta": json.loads(header["meta"]), "version": int(header["version"])}
+
+
+def _migrate_v1(weights: dict[str, torch.Tensor], model: nn.Module) -> None:
+    """Version 1 -> 2: frequency weights from ``(C_out, C_in, H, W, 2)`` to frequency-major, in place."""
+    from cemnet.nn import SpectralConv2d  # deferred: nn does not import checkpoints
+
+    for name, module in model.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if isinstance(module, SpectralConv2d) and module.storage != "spatial" and key in weights:
+            old = (module.out_channels, module.in_channels, *module.spectrum_size, 2)
+            if tuple(weights[key].shape) == old:
+                weights[key] = weights[key].permute(2, 3, 4, 1, 0).contiguous()
 
 
 def load_weights(path: str | Path, model: nn.Module) -> dict[str, Any]:
@@ -98,6 +112,8 @@ def load_weights(path: str | Path, model: nn.Module) -> dict[str, Any]:
         weights = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({error})") from None
+    if header["version"] < 2:
+        _migrate_v1(weights, unwrap(model))
     try:
         unwrap(model).load_state_dict(weights)
     except RuntimeError as error:
@@ -126,7 +142,13 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 def load_state(path: str | Path) -> dict[str, Any]:
     """The training state saved with the weights file ``path``."""
     path = Path(path)
-    state_path = path.with_name(f"{path.stem}.{read_header(path)['token']}.state.pt")
+    header = read_header(path)
+    if header["version"] < SCHEMA_VERSION:
+        raise CheckpointError(
+            f"{path} has schema version {header['version']}: its weights load (and are migrated), but its optimizer "
+            f"state has the old weight layout, so training cannot resume from it; start a new run from its weights"
+        )
+    state_path = path.with_name(f"{path.stem}.{header['token']}.state.pt")
     if not state_path.is_file():
         raise CheckpointError(f"training state {state_path} does not exist; it is needed to resume")
     try:
