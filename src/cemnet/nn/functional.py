@@ -109,22 +109,23 @@ def multiplicative_noise(x: torch.Tensor, sigma: float, training: bool = True) -
 # N(1, sigma) and multiplying, 2 threads, 2026-11-26, parallel / serial time:
 # 0.5M numbers 1.11x, 2M 1.06x, 3.5M 0.92x, 3.7M 0.85x, 7M 0.72x.
 PARALLEL_NORMAL_MIN_NUMEL = 3_000_000
-_normal_pool: tuple[int, ThreadPoolExecutor] | None = None
+_normal_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 
 
 def _normal_workers(count: int) -> ThreadPoolExecutor:
     global _normal_pool
     # A pool inherited through fork() has no threads left: make a new one per process.
-    if _normal_pool is None or _normal_pool[0] != os.getpid() or _normal_pool[1]._max_workers < count:
-        _normal_pool = (os.getpid(), ThreadPoolExecutor(count, thread_name_prefix="cemnet-normal"))
-    return _normal_pool[1]
+    if _normal_pool is None or _normal_pool[0] != os.getpid() or _normal_pool[1] < count:
+        _normal_pool = (os.getpid(), count, ThreadPoolExecutor(count, thread_name_prefix="cemnet-normal"))
+    return _normal_pool[2]
 
 
 def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
     """Independent ``N(mean, std)`` draws shaped like ``x`` (contiguous, no autograd history).
 
     PyTorch draws CPU Gaussians on one core, and the noise layers draw one per
-    activation. Large CPU tensors are therefore split into
+    activation. Large CPU tensors (at least :data:`PARALLEL_NORMAL_MIN_NUMEL`
+    numbers) are therefore split into
     ``torch.get_num_threads()`` chunks, each filled by its own generator on its
     own thread. The first chunk uses the default generator and the others are
     seeded from it, so ``torch.manual_seed`` still makes a run reproducible (for
