@@ -4,11 +4,12 @@ Every layer here takes and returns complex full spectra ``(B, C, H, W)``
 (``torch.fft.fft2`` of a real tensor, see :mod:`cemnet.spectral`), except
 :class:`TwoBranchHead`, which ends the network with real logits.
 
-Complex weights are stored as real tensors with a trailing dimension of two
-(the layout of ``torch.view_as_real``). That keeps ``Module.to(dtype)``,
-``.double()``, DDP and safetensors working unchanged, and it is exactly the
-paper's two-branch storage: an optimizer sees the real and imaginary parts as
-separate real numbers.
+Complex weights are stored as real tensors with a dimension of two for the
+real and imaginary parts, frequency-major ``(H, W, 2, C_in, C_out)``: the
+layout the batched products read (see :func:`cemnet.nn.functional.frequency_major`).
+Real storage keeps ``Module.to(dtype)``, ``.double()``, DDP and safetensors
+working unchanged, and it is exactly the paper's two-branch storage: an
+optimizer sees the real and imaginary parts as separate real numbers.
 """
 
 from __future__ import annotations
