@@ -61,9 +61,9 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 # Maps of at most this many points (8 x 8) are transformed by one matrix product
 # instead of an FFT: pocketfft's per-transform overhead dominates tiny maps, while
 # (N, H W) @ (H W, ...) is one efficient GEMM. `python benchmarks/dense_dft.py`
-# (2 CPU threads, 2026-11-26), rfft2 forward + backward: 100x512 maps of 4 x 4,
-# 26.6 ms FFT vs 4.0 ms dense; 100x256 of 8 x 8, 30.8 vs 10.9 ms; 100x128 of
-# 14 x 14, 29.8 vs 27.0 ms, where irfft2 already prefers the FFT (14.7 vs 20.8 ms).
+# (2 CPU threads, 2026-11-26; table in docs/performance.md), rfft2 forward +
+# backward: 100x512 maps of 4 x 4, 31.9 ms FFT vs 3.9 ms dense; 100x256 of 8 x 8,
+# 33.4 vs 10.8 ms; 100x128 of 14 x 14, 22.1 vs 24.4 ms (irfft2: 16.8 vs 25.9 ms).
 DENSE_DFT_MAX_POINTS = 64
 
 
@@ -235,4 +235,3 @@ def support_projector(
         tap_basis = torch.view_as_complex(tap_basis)
     up = torch.view_as_real(kernel_spectrum(tap_basis, size, anchor, half)).reshape(count, points).T
     return up.to(device, dtype).contiguous(), down.to(device, dtype).contiguous()
-
