@@ -4,9 +4,8 @@ For every pair it measures, after warm-up:
 
 * a training step: forward, loss, backward, RMSProp step and Weight Fixation;
 * inference: an eval-mode forward without autograd;
-* the peak memory of a training step above what the model and optimizer
-  already hold (CUDA: ``max_memory_allocated``; CPU: the peak resident set of
-  a fresh child process, since PyTorch does not track CPU allocations);
+* the peak tensor memory of a training step above what the model, its
+  optimizer state and the batch already hold (:func:`step_peak_memory`);
 
 and reports medians with their interquartile range, images per second, and
 the CEMNet / CNN ratio of each. The two twins' steps are interleaved and the
@@ -17,15 +16,20 @@ in tests: the ratios printed here are the measurement.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
-import multiprocessing
+import os
 import platform
-import resource
+import sys
+import tempfile
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from cemnet.models import create_model, model_info
 from cemnet.nn import apply_weight_fixation
@@ -54,36 +58,50 @@ def training_step(name: str, batch_size: int, device: torch.device, options: dic
     return model, x, step
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize()
-
-
-def _cpu_step_memory(name: str, batch_size: int, options: dict[str, Any], threads: int, queue) -> None:
-    torch.set_num_threads(threads)
-    _, _, step = training_step(name, batch_size, torch.device("cpu"), options)
-    before = _resident_bytes()
-    step()
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)  # ru_maxrss is in KiB
-
-
 def step_peak_memory(name: str, batch_size: int, device: torch.device, options: dict[str, Any]) -> int:
-    """Bytes a training step allocates beyond the model, its inputs and the optimizer object."""
+    """Peak bytes of tensor memory a training step allocates beyond what exists before it.
+
+    The step measured is the second one: the first creates the optimizer's
+    state, which belongs to the model's footprint rather than to a step. CUDA
+    reads the caching allocator's statistics; CPU replays the allocations and
+    frees PyTorch's profiler records for its CPU allocator and takes the peak
+    of their running sum. Scratch memory that libraries allocate themselves
+    (oneDNN, pocketfft, cuFFT plans) is in neither count. The process's peak
+    resident set is no substitute: it is dominated by the library code pages a
+    first step touches, not by the step's tensors.
+    """
+    _, _, step = training_step(name, batch_size, device, options)
+    step()
     if device.type == "cuda":
-        _, _, step = training_step(name, batch_size, device, options)
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    context = multiprocessing.get_context("spawn")  # a fresh process: its peak is this step's
-    queue = context.Queue()
-    child = context.Process(target=_cpu_step_memory, args=(name, batch_size, options, torch.get_num_threads(), queue))
-    child.start()
-    result = queue.get()
-    child.join()
-    return result
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    with tempfile.TemporaryDirectory() as folder:
+        trace = Path(folder) / "trace.json"
+        profiler.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    allocations = sorted((event["ts"], event["args"]["Bytes"]) for event in events if event.get("name") == "[memory]")
+    # Frees of blocks allocated before the step carry no size, so the sum counts only the step's own tensors.
+    return max(itertools.accumulate((size for _, size in allocations), initial=0))
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the profiler's start/stop lines, which its C++ side writes straight to file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _summary(name: str, options: dict[str, Any], batch_size: int, train: Timing, infer: Timing,
