@@ -329,3 +329,49 @@ def test_normal_like_law_and_reproducibility(parallel, monkeypatch):
     n = len(third)
     assert abs(torch.corrcoef(torch.stack([first[:n], second[:n]]))[0, 1].item()) < 0.02  # independent streams
     assert not torch.equal(first[:n], second[:n])
+
+
+def _noise_stack(container):
+    return container(cnn.SpectralLeakyReLU(0.5), cnn.SpectralDropout(0.5), cnn.SpectralMaxPool2d(2),
+                     cnn.SpectralDropout(0.2))
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_spectral_sequential_fuses_noise_runs_into_one_saved_factor(parallel, monkeypatch):
+    if parallel:
+        monkeypatch.setattr(SF, "PARALLEL_NORMAL_MIN_NUMEL", 1)
+    fused, plain = _noise_stack(cnn.SpectralSequential), _noise_stack(nn.Sequential)
+    x = to_frequency(torch.randn(4, 3, 8, 8, **DOUBLE)).requires_grad_()
+    outputs, grads, saved = [], [], []
+    for model in (fused, plain):
+        torch.manual_seed(3)
+        count = [0]
+
+        def pack(tensor, count=count):
+            count[0] += tensor.numel()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            out = model(x)
+        outputs.append(out)
+        grads.append(torch.autograd.grad(out.abs().sum(), x)[0])
+        saved.append(count[0])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)  # the same draws, in order
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+    assert saved[1] - saved[0] == 4 * 3 * 8 * 8 * 2  # one (B, C, H, W, 2) factor fewer
+    assert not torch.equal(fused(x), outputs[0])  # still fresh draws on every call
+
+
+def test_spectral_sequential_respects_eval_mode_and_hooks():
+    fused = _noise_stack(cnn.SpectralSequential)
+    x = to_frequency(torch.randn(2, 3, 8, 8, **DOUBLE))
+    torch.testing.assert_close(fused.eval()(x), fused[2](x))  # only the pool acts in eval mode
+    fused[0].active_in_eval = True
+    torch.manual_seed(0)
+    expected = fused[2](cnn.functional.multiplicative_noise(x, fused[0].sigma))
+    torch.manual_seed(0)
+    torch.testing.assert_close(fused(x), expected)
+    calls = []
+    fused[1].register_forward_hook(lambda module, args, out: calls.append(module))
+    fused.train()(x)
+    assert calls == [fused[1]]  # a hooked layer runs on its own

@@ -177,7 +177,7 @@ class CEMNet(nn.Module):
                 channels = width
             layers.append(cnn.SpectralMaxPool2d(2, size if half_spectrum else None))
             size //= 2
-        self.features = nn.Sequential(*layers)
+        self.features = cnn.SpectralSequential(*layers)
         columns = size // 2 + 1 if half_spectrum else size
         self.head = cnn.TwoBranchHead(
             spec.stages[-1][-1] * size * columns, spec.hidden, spec.num_classes, spec.negative_slope, spec.dropout, spec.batch_norm

@@ -8,6 +8,7 @@ matching layer for the maths and the shapes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -92,17 +93,25 @@ def _add_bias(out: torch.Tensor, bias: torch.Tensor | None, size: tuple[int, int
     return out
 
 
-def multiplicative_noise(x: torch.Tensor, sigma: float, training: bool = True) -> torch.Tensor:
+def multiplicative_noise(x: torch.Tensor, sigma: float | Sequence[float], training: bool = True) -> torch.Tensor:
     """Multiply real and imaginary parts by independent ``N(1, sigma)`` draws.
 
     The approximated dropout and Leaky ReLU of the paper (Sec. 3.1.3-3.1.4).
-    Identity when ``training`` is false or ``sigma`` is zero.
+    Several sigmas apply consecutive noise layers in one product: the factor
+    is the product of one draw per sigma, drawn in the same order as the
+    layers would draw them, so a seeded run gives the same numbers (up to
+    rounding) while autograd keeps one factor instead of one per layer.
+    Identity when ``training`` is false or every sigma is zero.
     """
-    if not training or sigma == 0:
+    sigmas = [s for s in ((sigma,) if isinstance(sigma, (int, float)) else sigma) if s != 0]
+    if not training or not sigmas:
         return x
     parts = torch.view_as_real(x)  # (B, C, H, W, 2): real and imaginary planes
     # The factor is drawn as N(1, sigma) directly, so forward and backward are one product each.
-    return torch.view_as_complex(parts * normal_like(parts, 1.0, sigma))
+    factor = normal_like(parts, 1.0, sigmas[0])
+    for extra in sigmas[1:]:
+        factor.mul_(normal_like(parts, 1.0, extra))
+    return torch.view_as_complex(parts * factor)
 
 
 # Below this many numbers the helper threads cost more than they save: drawing
