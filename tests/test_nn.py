@@ -158,26 +158,59 @@ def test_extra_repr_shows_non_defaults():
     assert "anchor" not in repr(cnn.SpectralConv2d(3, 4, 3, 8))
 
 
-def test_batch_norm_equals_two_batch_norms():
-    layer = cnn.SpectralBatchNorm2d(4).double()
-    real, imag = nn.BatchNorm2d(4).double(), nn.BatchNorm2d(4).double()
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_equals_two_batch_norms(momentum):
+    layer = cnn.SpectralBatchNorm2d(4, momentum=momentum).double()
+    real, imag = nn.BatchNorm2d(4, momentum=momentum).double(), nn.BatchNorm2d(4, momentum=momentum).double()
     for bn in (layer.real, layer.imag):
         nn.init.normal_(bn.weight)
         nn.init.normal_(bn.bias)
     real.load_state_dict(layer.real.state_dict())
     imag.load_state_dict(layer.imag.state_dict())
     for _ in range(3):
-        x = to_frequency(torch.randn(6, 4, 5, 5, **DOUBLE))
-        out = layer(x)
-        assert_rel_close(out.real, real(x.real))
-        assert_rel_close(out.imag, imag(x.imag))
-    assert_rel_close(layer.real.running_var, real.running_var)
-    assert_rel_close(layer.imag.running_mean, imag.running_mean)
+        # A generic complex input with offsets: a real map's spectrum would have imaginary means of zero.
+        x = torch.randn(6, 4, 5, 5, dtype=torch.complex128) + torch.tensor([0.5, -1.0, 2.0, 0.0])[:, None, None] * 1j
+        out, expected_real, expected_imag = layer(x), real(x.real), imag(x.imag)
+        assert_rel_close(out.real, expected_real)
+        assert_rel_close(out.imag, expected_imag)
+        upstream = torch.randn_like(out)
+        grads = torch.autograd.grad(torch.view_as_real(out), (layer.real.weight, layer.imag.bias),
+                                    torch.view_as_real(upstream))
+        assert_rel_close(grads[0], torch.autograd.grad(expected_real, real.weight, upstream.real)[0])
+        assert_rel_close(grads[1], torch.autograd.grad(expected_imag, imag.bias, upstream.imag)[0])
+    for mine, theirs in ((layer.real, real), (layer.imag, imag)):
+        assert_rel_close(mine.running_mean, theirs.running_mean)
+        assert_rel_close(mine.running_var, theirs.running_var)
+        assert mine.num_batches_tracked.item() == theirs.num_batches_tracked.item() == 3
     layer.eval(), real.eval(), imag.eval()
     x = to_frequency(torch.randn(2, 4, 5, 5, **DOUBLE))
     assert_rel_close(layer(x).real, real(x.real))
     assert_rel_close(layer(x).imag, imag(x.imag))
     assert not torch.allclose(layer.real.running_mean, layer.imag.running_mean)
+
+
+def test_batch_norm_statistics_are_stable_for_large_means():
+    # Two passes (mean, then centred squares), as PyTorch's own: no cancellation in float32.
+    x = torch.complex(torch.randn(8, 3, 6, 6) + 1e4, torch.randn(8, 3, 6, 6) - 1e4)
+    out = cnn.SpectralBatchNorm2d(3)(x)
+    reference = nn.BatchNorm2d(3)(x.real)
+    torch.testing.assert_close(out.real, reference, rtol=0, atol=1e-2)
+    assert abs(out.imag.std().item() - 1) < 0.01
+
+
+def test_batch_norm_follows_the_input_memory_layout():
+    layer = cnn.SpectralBatchNorm2d(3).double()
+    nn.init.normal_(layer.real.weight), nn.init.normal_(layer.imag.bias)
+    x = torch.randn(4, 3, 5, 6, dtype=torch.complex128)
+    channels_last = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2).requires_grad_()  # same values
+    contiguous = x.clone().requires_grad_()
+    outputs = [layer(inp) for inp in (channels_last, contiguous)]
+    assert outputs[0].stride() == channels_last.stride()  # no transposing copy on the way out
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(outputs[1])
+    grads = [torch.autograd.grad(out, inp, upstream)[0] for out, inp in zip(outputs, (channels_last, contiguous))]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+    assert SF.normal_like(torch.view_as_real(channels_last)).stride() == torch.view_as_real(channels_last).stride()
 
 
 NOISE_LAYERS = [

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from cemnet.spectral import CONJUGATIONS, check_choice, to_frequency, to_spatial
 
@@ -65,7 +66,10 @@ def spectral_conv2d(
         # One input channel (a grayscale first layer): no sum over C_in, so a broadcast
         # product beats the matrix layout below (2x forward + backward on MNIST's first layer).
         spectrum = from_frequency_major(weight) if not weight.is_complex() else weight  # (C_out, 1, H, F)
-        out = x.conj() * spectrum.transpose(0, 1) if conj == "input" else x * spectrum.transpose(0, 1).conj()
+        # Contiguous, so the product comes out contiguous: with the frequency-major view it
+        # would be channels-last, and every later layer would pay a transposing copy.
+        spectrum = spectrum.transpose(0, 1).contiguous()
+        out = x.conj() * spectrum if conj == "input" else x * spectrum.conj()
         return _add_bias(out, bias, size)
     if weight.is_complex():
         weight = frequency_major(weight)
@@ -91,6 +95,128 @@ def _add_bias(out: torch.Tensor, bias: torch.Tensor | None, size: tuple[int, int
         points = size[0] * size[1] if size is not None else out.shape[-2] * out.shape[-1]
         out[:, :, 0, 0] += bias * points
     return out
+
+
+def spectral_batch_norm(
+    x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None, weight: torch.Tensor,
+    bias: torch.Tensor, training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+) -> torch.Tensor:
+    """Batch norm of the real and imaginary parts with separate statistics (paper Eq. 12-15).
+
+    The same numbers as ``F.batch_norm`` applied to ``x.real`` and ``x.imag``
+    with the two columns of each parameter, computed on the interleaved
+    memory without splitting it, in whatever dense layout ``x`` has (the
+    products return channels-last spectra): every per-channel quantity is
+    expanded to one row shaped like a single example, so each pass over the
+    batch is one long contiguous loop (PyTorch's kernels on the two strided
+    parts were 1.5-4x slower, docs/performance.md). The output keeps the
+    input's memory layout.
+
+    Args:
+        x: complex ``(B, C, H, W)``.
+        running_mean, running_var: ``(C, 2)`` (real, imaginary) or ``None``;
+            updated in place when ``training``, as ``F.batch_norm`` does
+            (the variance with Bessel's correction).
+        weight, bias: ``(C, 2)``.
+        training: normalise with the batch statistics, else with the running ones.
+        momentum: weight of the batch statistics in the running update.
+    """
+    if training:
+        out, mean, var = _SpectralBatchNorm.apply(x, weight, bias, eps)
+        if running_mean is not None and running_var is not None:
+            count = x.numel() // x.shape[1]
+            with torch.no_grad():
+                running_mean.lerp_(mean, momentum)
+                running_var.lerp_(var * (count / max(count - 1, 1)), momentum)
+        return out
+    if running_mean is None or running_var is None:
+        raise ValueError("evaluation needs running statistics")
+    flat, rows, restore, _ = _batch_rows(x)
+    scale = weight * torch.rsqrt(running_var + eps)
+    return restore(torch.addcmul(rows.expand(bias - running_mean * scale), flat, rows.expand(scale)))
+
+
+def _batch_rows(x: torch.Tensor, order: list[int] | None = None):
+    """Complex ``(B, C, H, W)`` -> its parts as ``(B, numel)`` rows in memory
+    order, a :class:`_ChannelRows` for them, the inverse map for a
+    ``(B, numel)`` result, and the order of the parts' dimensions used.
+
+    The order defaults to ``x``'s own when ``x`` is dense with the batch
+    outermost: the products return channels-last spectra, and following them
+    avoids copies (a backward passes the forward's order, for the same reason).
+    """
+    parts = torch.view_as_real(x)
+    if order is None:
+        order = [0, *sorted(range(1, parts.dim()), key=lambda dim: -parts.stride(dim))]
+        if not parts.permute(order).is_contiguous():
+            order = list(range(parts.dim()))
+    memory = parts.permute(order).contiguous()  # a view when x is in that order already
+    rows = _ChannelRows(memory.shape[1:], order.index(1) - 1, order.index(parts.dim() - 1) - 1)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+
+    def restore(flat: torch.Tensor) -> torch.Tensor:
+        return torch.view_as_complex(flat.view(memory.shape).permute(inverse))
+
+    return memory.view(memory.shape[0], -1), rows, restore, order
+
+
+class _ChannelRows:
+    """Moves per-channel ``(C, 2)`` values to and from one example's flattened memory.
+
+    ``shape`` is one example's shape in memory order, with the channels at
+    ``channel_axis`` and the real/imaginary parts at ``part_axis``.
+    """
+
+    def __init__(self, shape: torch.Size, channel_axis: int, part_axis: int) -> None:
+        self.shape, self.channel_axis, self.part_axis = shape, channel_axis, part_axis
+        self.per_channel = shape.numel() // (shape[channel_axis] * shape[part_axis])  # positions per channel
+
+    def expand(self, values: torch.Tensor) -> torch.Tensor:
+        """``(C, 2)`` -> the contiguous ``(numel,)`` row that broadcasts over the batch."""
+        if self.channel_axis > self.part_axis:
+            values = values.t()
+        view = [1] * len(self.shape)
+        view[self.channel_axis], view[self.part_axis] = self.shape[self.channel_axis], self.shape[self.part_axis]
+        return values.reshape(view).expand(self.shape).reshape(-1)
+
+    def sum(self, row: torch.Tensor) -> torch.Tensor:
+        """A ``(numel,)`` row -> ``(C, 2)``: the sums over each channel's positions, per part."""
+        others = [axis for axis in range(len(self.shape)) if axis not in (self.channel_axis, self.part_axis)]
+        sums = row.view(self.shape).sum(others) if others else row.view(self.shape)
+        return sums.t() if self.channel_axis > self.part_axis else sums
+
+
+class _SpectralBatchNorm(torch.autograd.Function):
+    """Training-mode :func:`spectral_batch_norm` on complex tensors, so that no
+    ``view_as_real`` backward forces its gradient into the contiguous layout."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        flat, rows, restore, ctx.order = _batch_rows(x)
+        count = flat.shape[0] * rows.per_channel
+        mean = rows.sum(flat.sum(0)) / count
+        centered = flat - rows.expand(mean)  # two passes, as PyTorch's own: stable for large means
+        var = rows.sum(centered.square().sum(0)) / count
+        invstd = torch.rsqrt(var + eps)
+        out = torch.addcmul(rows.expand(bias), centered, rows.expand(weight * invstd))
+        ctx.save_for_backward(centered, weight, invstd)
+        ctx.mark_non_differentiable(mean, var)
+        return restore(out), mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _mean_grad, _var_grad):
+        centered, weight, invstd = ctx.saved_tensors
+        grad, rows, restore, _ = _batch_rows(grad, ctx.order)
+        count = grad.shape[0] * rows.per_channel
+        grad_bias = rows.sum(grad.sum(0))
+        grad_weight = invstd * rows.sum((grad * centered).sum(0))  # sum of grad * normalised input
+        # d input = w invstd (grad - mean(grad) - xhat mean(grad xhat)), as one affine map of grad and centered.
+        scale = weight * invstd
+        grad_input = torch.addcmul(
+            rows.expand(-scale * grad_bias / count), centered, rows.expand(-scale * invstd * grad_weight / count)
+        ).addcmul_(grad, rows.expand(scale))
+        return restore(grad_input), grad_weight, grad_bias, None
 
 
 def multiplicative_noise(x: torch.Tensor, sigma: float | Sequence[float], training: bool = True) -> torch.Tensor:
@@ -130,7 +256,11 @@ def _normal_workers(count: int) -> ThreadPoolExecutor:
 
 
 def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
-    """Independent ``N(mean, std)`` draws shaped like ``x`` (contiguous, no autograd history).
+    """Independent ``N(mean, std)`` draws shaped like ``x``, in ``x``'s memory layout (no autograd history).
+
+    The draws fill memory in order, so a product with a channels-last ``x``
+    runs in memory order too (``normal_`` into a strided view is many times
+    slower than into contiguous memory).
 
     PyTorch draws CPU Gaussians on one core, and the noise layers draw one per
     activation. Large CPU tensors (at least :data:`PARALLEL_NORMAL_MIN_NUMEL`
@@ -141,11 +271,13 @@ def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.T
     a given thread count) and checkpoints that save the default generator still
     resume exactly. The law is unchanged: every number is an independent draw.
     """
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    out = torch.empty_like(x)  # dense, with x's strides when x is dense
+    memory = out.as_strided((out.numel(),), (1,))  # all of a dense tensor's numbers, in memory order
     threads = torch.get_num_threads()
     if x.device.type != "cpu" or threads < 2 or x.numel() < PARALLEL_NORMAL_MIN_NUMEL:
-        return out.normal_(mean, std)
-    first, *rest = out.view(-1).chunk(threads)
+        memory.normal_(mean, std)
+        return out
+    first, *rest = memory.chunk(threads)
     seeds = torch.randint(2**62, (len(rest),)).tolist()
     workers = _normal_workers(len(rest))
     futures = [

@@ -297,10 +297,23 @@ class SpectralBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.real.num_features, None, type(self).__name__)
-        # unbind/stack rather than x.real/x.imag + torch.complex: the backward then
-        # needs no zero-filled complex gradients (28 % faster on 64x32x32 maps).
-        real, imag = torch.view_as_real(x).unbind(-1)
-        return torch.view_as_complex(torch.stack([self.real(real), self.imag(imag)], -1))
+        parts = (self.real, self.imag)
+        momentum = self.real.momentum
+        if self.training:
+            for bn in parts:
+                bn.num_batches_tracked.add_(1)
+            if momentum is None:  # nn.BatchNorm2d's cumulative average
+                momentum = 1.0 / float(self.real.num_batches_tracked)
+        stacked = {name: torch.stack([getattr(bn, name) for bn in parts], -1)
+                   for name in ("weight", "bias", "running_mean", "running_var")}
+        out = SF.spectral_batch_norm(x, stacked["running_mean"], stacked["running_var"], stacked["weight"],
+                                     stacked["bias"], self.training, momentum, self.real.eps)
+        if self.training:
+            with torch.no_grad():
+                for index, bn in enumerate(parts):
+                    bn.running_mean.copy_(stacked["running_mean"][:, index])
+                    bn.running_var.copy_(stacked["running_var"][:, index])
+        return out
 
 
 class _MultiplicativeNoise(nn.Module):
