@@ -13,6 +13,7 @@ from cemnet.train import (
     TrainingDiverged,
     make_optimizer,
     make_schedule,
+    recalibrate_batch_norm,
     train,
 )
 
@@ -139,3 +140,28 @@ def test_two_process_ddp_keeps_weights_identical(data_dir, tmp_path):
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     _assert_same_weights(rank0, rank1)
     _assert_same_weights(_weights(tmp_path / "run/last.safetensors"), rank0)  # rank 0 wrote its weights
+
+
+@pytest.mark.parametrize("name", ["lenet5", "cemnet-mnist"])
+def test_recalibration_sets_each_batch_norm_to_its_input_mean(name):
+    from cemnet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    norm_index = 2 if name == "cemnet-mnist" else 1  # the first (spectral) batch norm
+    images = torch.randn(1000, 1, 28, 28) + 0.5
+    recalibrate_batch_norm(model, images)  # two batches of 500: the cumulative mean is the mean
+    assert model.training  # mode restored
+    model.eval()
+    with torch.no_grad():
+        inputs = model.features[:norm_index](images)
+    norm = model.features[norm_index]
+    if name == "cemnet-mnist":
+        pairs = [(norm.real, inputs.real), (norm.imag, inputs.imag)]
+    else:
+        pairs = [(norm, inputs)]
+    for bn, values in pairs:
+        expected = values.mean(dim=(0, 2, 3))
+        scale = values.abs().mean().item()  # the imaginary means of a real map's spectrum are zero
+        torch.testing.assert_close(bn.running_mean, expected, rtol=1e-4, atol=1e-5 * scale)
+        assert int(bn.num_batches_tracked) == 2

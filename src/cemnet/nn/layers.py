@@ -283,7 +283,13 @@ class SpectralBatchNorm2d(nn.Module):
         complex ``(B, C, H, W)`` -> complex ``(B, C, H, W)``.
 
     Attributes:
-        real, imag: the two ``nn.BatchNorm2d`` that normalise each part.
+        real, imag: two ``nn.BatchNorm2d`` holding each part's parameters,
+            statistics and settings. The layer computes both parts at once
+            (:func:`cemnet.nn.functional.spectral_batch_norm`) but takes its
+            mode and ``momentum`` from them, so that utilities which switch
+            batch-norm modules (:func:`cemnet.train.recalibrate_batch_norm`
+            sets them to training mode with ``momentum=None`` inside an
+            eval-mode model) act on it as on any batch norm.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, device=None, dtype=None) -> None:
@@ -298,8 +304,8 @@ class SpectralBatchNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.real.num_features, None, type(self).__name__)
         parts = (self.real, self.imag)
-        momentum = self.real.momentum
-        if self.training:
+        momentum, training = self.real.momentum, self.real.training
+        if training:
             for bn in parts:
                 bn.num_batches_tracked.add_(1)
             if momentum is None:  # nn.BatchNorm2d's cumulative average
@@ -307,8 +313,8 @@ class SpectralBatchNorm2d(nn.Module):
         stacked = {name: torch.stack([getattr(bn, name) for bn in parts], -1)
                    for name in ("weight", "bias", "running_mean", "running_var")}
         out = SF.spectral_batch_norm(x, stacked["running_mean"], stacked["running_var"], stacked["weight"],
-                                     stacked["bias"], self.training, momentum, self.real.eps)
-        if self.training:
+                                     stacked["bias"], training, momentum, self.real.eps)
+        if training:
             with torch.no_grad():
                 for index, bn in enumerate(parts):
                     bn.running_mean.copy_(stacked["running_mean"][:, index])
