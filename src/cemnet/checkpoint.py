@@ -126,9 +126,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     A checkpoint written by ``cemnet convert`` comes back converted.
     """
-    from cemnet.convert import (
-        to_frequency,  # deferred: models import nn, not checkpoints
-    )
+    # deferred: models import nn, not checkpoints
+    from cemnet.convert import to_frequency
     from cemnet.models import create_model
 
     meta = read_header(path)["meta"]

@@ -105,8 +105,8 @@ def spectral_batch_norm(
 
     The same numbers as ``F.batch_norm`` applied to ``x.real`` and ``x.imag``
     with the two columns of each parameter, computed on the interleaved
-    memory without splitting it, in whatever dense layout ``x`` has (the
-    products return channels-last spectra): every per-channel quantity is
+    memory without splitting it, in whatever dense layout ``x`` has (a
+    channels-last spectrum needs no transposing copy): every per-channel quantity is
     expanded to one row shaped like a single example, so each pass over the
     batch is one long contiguous loop (PyTorch's kernels on the two strided
     parts were 1.5-4x slower, docs/performance.md). The output keeps the
@@ -142,8 +142,8 @@ def _batch_rows(x: torch.Tensor, order: list[int] | None = None):
     ``(B, numel)`` result, and the order of the parts' dimensions used.
 
     The order defaults to ``x``'s own when ``x`` is dense with the batch
-    outermost: the products return channels-last spectra, and following them
-    avoids copies (a backward passes the forward's order, for the same reason).
+    outermost, so that no layout costs a transposing copy; a backward passes
+    the forward's order, so that its gradient comes back in the input's layout.
     """
     parts = torch.view_as_real(x)
     if order is None:
