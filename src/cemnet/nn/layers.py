@@ -393,8 +393,9 @@ class SpectralSequential(nn.Sequential):
     A :class:`SpectralLeakyReLU` followed by a :class:`SpectralDropout` then
     costs one multiplication forward and one backward, and autograd keeps one
     factor instead of two (the faithful ``cemnet-mnist`` step then needs
-    25.7 instead of 31.7 MiB, docs/performance.md). The draws are those of the layers run one by one, in
-    the same order (see :func:`cemnet.nn.functional.multiplicative_noise`).
+    25.7 instead of 31.7 MiB, docs/performance.md). The draws are those of
+    the layers run one by one, in the same order (see
+    :func:`cemnet.nn.functional.multiplicative_noise`).
     A noise layer with forward hooks is run on its own, so its hooks fire.
     Children and ``state_dict`` keys are those of ``nn.Sequential``.
     """
