@@ -15,6 +15,14 @@ def test_bench_reports_both_twins_and_their_ratios():
     assert "cemnet-mnist / lenet5" in table and "n/a" in table
 
 
+def test_bench_passes_twin_options_to_the_cnn_only():
+    report = run_bench(("cemnet-mnist",), batch_size=4, repeats=1, warmup=0, memory=False,
+                       twin_options={"block_pool": True})
+    (pair,) = report["pairs"]
+    assert pair["cnn"]["options"] == {"block_pool": True} and pair["cemnet"]["options"] == {}
+    assert "cemnet-mnist / lenet5 (block_pool=True)" in format_table(report)
+
+
 def test_cpu_step_memory_counts_the_step_tensors():
     small = step_peak_memory("lenet5", 4, torch.device("cpu"), {})
     large = step_peak_memory("lenet5", 400, torch.device("cpu"), {})

@@ -105,3 +105,18 @@ def test_wrong_input_shape_names_expected_and_got(name):
         model(torch.randn(2, 3, 28, 28))
     with pytest.raises(ValueError, match=r"got shape \(28, 28\)"):
         model(torch.randn(28, 28))
+
+def test_block_pool_cnn_computes_the_same_function():
+    standard = create_model("lenet5").train()
+    blocked = create_model("lenet5", block_pool=True).train()
+    blocked.load_state_dict(standard.state_dict())  # pools hold no state: same keys
+    assert len(_layers(blocked, cnn.BlockMaxPool2d)) == 2 and not _layers(blocked, torch.nn.MaxPool2d)
+    x = torch.randn(8, 1, 28, 28)
+    logits = []
+    for model in (standard, blocked):
+        torch.manual_seed(0)  # the same dropout masks
+        logits.append(model(x))
+        logits[-1].logsumexp(1).sum().backward()
+    assert torch.equal(logits[0], logits[1])
+    for a, b in zip(standard.parameters(), blocked.parameters()):
+        assert torch.equal(a.grad, b.grad)

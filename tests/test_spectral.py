@@ -76,3 +76,16 @@ def test_dense_transform_follows_dtype_and_conjugate_views():
     assert to_frequency(x, dense=True).dtype == torch.complex64
     spectrum = to_frequency(x.double())
     torch.testing.assert_close(to_spatial(spectrum.conj(), dense=True), to_spatial(spectrum.conj(), dense=False))
+
+
+@pytest.mark.parametrize("size", [(6, 8), (7, 9), (5, 6), (1, 2), (16, 16)])
+def test_half_spectrum_backward_equals_torch_rfft2(size):
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    ours = to_frequency(x, half=True, dense=False)
+    theirs = torch.fft.rfft2(x)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    upstream = torch.randn_like(theirs)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, upstream)[0], torch.autograd.grad(theirs, x, upstream)[0],
+                               rtol=1e-12, atol=1e-12)
+    small = torch.randn(1, 2, *size[-2:], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: torch.view_as_real(to_frequency(t, half=True, dense=False)), (small,))

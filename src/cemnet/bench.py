@@ -116,29 +116,32 @@ def _summary(name: str, options: dict[str, Any], batch_size: int, train: Timing,
 
 
 def bench_pair(name: str, batch_size: int = 100, device: torch.device | None = None, repeats: int = 5,
-               warmup: int = 2, options: dict[str, Any] | None = None, memory: bool = True) -> dict[str, Any]:
+               warmup: int = 2, options: dict[str, Any] | None = None, memory: bool = True,
+               twin_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """A CEMNet preset and its CNN twin, their steps interleaved; see the module docstring.
 
-    ``ratio`` holds the medians of the per-repetition CEMNet / CNN ratios
-    (``ratio_iqr`` their interquartile ranges) and the ratio of peak memories.
+    ``options`` and ``twin_options`` override the presets of the CEMNet and
+    of the CNN. ``ratio`` holds the medians of the per-repetition CEMNet / CNN
+    ratios (``ratio_iqr`` their interquartile ranges) and the ratio of peak memories.
     """
     device = device or torch.device("cpu")
-    options = options or {}
+    options, twin_options = options or {}, twin_options or {}
     twin = model_info(name).twin
     if twin is None:
         raise ValueError(f"{name!r} has no CNN twin to compare with")
     cemnet, x_cemnet, step_cemnet = training_step(name, batch_size, device, options)
-    cnn, x_cnn, step_cnn = training_step(twin, batch_size, device, {})
+    cnn, x_cnn, step_cnn = training_step(twin, batch_size, device, twin_options)
     train = time_pair(step_cemnet, step_cnn, repeats, warmup, device)
     cemnet.eval()
     cnn.eval()
     with torch.no_grad():
         infer = time_pair(lambda: cemnet(x_cemnet), lambda: cnn(x_cnn), repeats, warmup, device)
-    memories = [step_peak_memory(n, batch_size, device, o) if memory else None for n, o in ((name, options), (twin, {}))]
+    memories = [step_peak_memory(n, batch_size, device, o) if memory else None
+                for n, o in ((name, options), (twin, twin_options))]
     ratio = {"train_step_s": paired_ratio(*train), "inference_s": paired_ratio(*infer)}
     result = {
         "cemnet": _summary(name, options, batch_size, train[0], infer[0], memories[0]),
-        "cnn": _summary(twin, {}, batch_size, train[1], infer[1], memories[1]),
+        "cnn": _summary(twin, twin_options, batch_size, train[1], infer[1], memories[1]),
         "ratio": {key: timing.median for key, timing in ratio.items()},
         "ratio_iqr": {key: timing.spread for key, timing in ratio.items()},
     }
@@ -164,10 +167,10 @@ def machine() -> dict[str, Any]:
 
 def run_bench(pairs: tuple[str, ...] = PAIRS, batch_size: int = 100, device: torch.device | None = None,
               repeats: int = 5, warmup: int = 2, options: dict[str, Any] | None = None,
-              memory: bool = True) -> dict[str, Any]:
-    """Benchmark each CEMNet in ``pairs`` and its twin; returns the JSON-ready results."""
+              memory: bool = True, twin_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Benchmark each CEMNet in ``pairs`` and its twin (:func:`bench_pair`); returns the JSON-ready results."""
     device = device or torch.device("cpu")
-    results = [bench_pair(name, batch_size, device, repeats, warmup, options, memory) for name in pairs]
+    results = [bench_pair(name, batch_size, device, repeats, warmup, options, memory, twin_options) for name in pairs]
     return {"machine": {**machine(), "device": str(device), "batch_size": batch_size}, "pairs": results}
 
 
@@ -188,13 +191,19 @@ def format_table(report: dict[str, Any]) -> str:
         if a["step_peak_bytes"] is not None:
             memory = f"{a['step_peak_bytes'] / 2**20:.0f} / {b['step_peak_bytes'] / 2**20:.0f} | {r['step_peak_bytes']:.2f}x"
         lines.append(
-            f"| {a['model']} / {b['model']} | {1e3 * a['train_step_s']:.1f} ± {1e3 * a['train_step_iqr_s']:.1f} / "
+            f"| {_label(a)} / {_label(b)} | {1e3 * a['train_step_s']:.1f} ± {1e3 * a['train_step_iqr_s']:.1f} / "
             f"{1e3 * b['train_step_s']:.1f} ± {1e3 * b['train_step_iqr_s']:.1f} | "
             f"{r['train_step_s']:.2f}x ± {q['train_step_s']:.2f} | {1e3 * a['inference_s']:.1f} / {1e3 * b['inference_s']:.1f} | "
             f"{r['inference_s']:.2f}x ± {q['inference_s']:.2f} | {memory} | "
             f"{a['train_images_per_s']:.0f} / {b['train_images_per_s']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _label(summary: dict[str, Any]) -> str:
+    """A model's name with its preset overrides, e.g. ``lenet5 (block_pool=True)``."""
+    options = ", ".join(f"{key}={value}" for key, value in summary["options"].items())
+    return f"{summary['model']} ({options})" if options else summary["model"]
 
 
 def write_json(report: dict[str, Any], path: str) -> None:

@@ -81,11 +81,18 @@ def check_images(x: torch.Tensor, spec: NetSpec, model: str) -> None:
 class ConvNet(nn.Module):
     """The spatial CNN of a :class:`NetSpec`: conv-BN-LeakyReLU-dropout blocks, pools, MLP.
 
+    Args:
+        spec: the architecture.
+        block_pool: pool with :class:`~cemnet.nn.BlockMaxPool2d` (the same
+            function as ``nn.MaxPool2d(2)``, and the kernel the CEMNets pool
+            with) instead of PyTorch's ``nn.MaxPool2d``: for comparing the
+            twins with the same pooling code (docs/performance.md).
+
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(self, spec: NetSpec) -> None:
+    def __init__(self, spec: NetSpec, block_pool: bool = False) -> None:
         super().__init__()
         self.spec = spec
         layers: list[nn.Module] = []
@@ -101,7 +108,7 @@ class ConvNet(nn.Module):
                 if spec.dropout:
                     layers.append(nn.Dropout(spec.dropout))
                 channels = width
-            layers.append(nn.MaxPool2d(2))
+            layers.append(cnn.BlockMaxPool2d(2) if block_pool else nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),
@@ -215,21 +222,21 @@ def _cemnet_preset(spec: NetSpec, fixed_stages: int | None, summary: str):
 
 
 @register_model(dataset="mnist")
-def lenet5(batch_norm: bool = True, dropout: bool = True) -> ConvNet:
+def lenet5(batch_norm: bool = True, dropout: bool = True, block_pool: bool = False) -> ConvNet:
     """Modified LeNet-5 CNN (paper Sec. 4.2): 6@5x5 and 16@5x5 "same" convs, FC 784-120-84-10."""
-    return ConvNet(LENET5.ablate(batch_norm, dropout))
+    return ConvNet(LENET5.ablate(batch_norm, dropout), block_pool)
 
 
 @register_model(dataset="cifar10")
-def vgg_small(batch_norm: bool = True, dropout: bool = True) -> ConvNet:
+def vgg_small(batch_norm: bool = True, dropout: bool = True, block_pool: bool = False) -> ConvNet:
     """Small VGG CNN (paper Sec. 4.3): one 3x3 conv per block, widths 64-512, FC 512."""
-    return ConvNet(VGG_SMALL.ablate(batch_norm, dropout))
+    return ConvNet(VGG_SMALL.ablate(batch_norm, dropout), block_pool)
 
 
 @register_model(dataset="cifar10")
-def vgg_large(batch_norm: bool = True, dropout: bool = True) -> ConvNet:
+def vgg_large(batch_norm: bool = True, dropout: bool = True, block_pool: bool = False) -> ConvNet:
     """Large VGG CNN (paper Sec. 4.3): 2,2,2,3,3 3x3 convs per block, widths 64-512, FC 512."""
-    return ConvNet(VGG_LARGE.ablate(batch_norm, dropout))
+    return ConvNet(VGG_LARGE.ablate(batch_norm, dropout), block_pool)
 
 
 register_model(dataset="mnist", twin="lenet5", name="cemnet-mnist")(

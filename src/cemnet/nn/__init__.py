@@ -3,6 +3,7 @@
 from cemnet.nn import functional
 from cemnet.nn.layers import (
     STORAGES,
+    BlockMaxPool2d,
     FFTConv2d,
     SpectralBatchNorm2d,
     SpectralConv2d,
@@ -17,6 +18,7 @@ from cemnet.nn.layers import (
 )
 
 __all__ = [
+    "BlockMaxPool2d",
     "FFTConv2d",
     "STORAGES",
     "SpectralBatchNorm2d",

@@ -443,6 +443,27 @@ class SpectralMaxPool2d(nn.Module):
         return text + f", input_size={self.input_size} (half spectrum)" if self.input_size else text
 
 
+class BlockMaxPool2d(nn.Module):
+    """``nn.MaxPool2d(k)`` (stride ``k``) computed by :func:`cemnet.nn.functional.block_max_pool2d`.
+
+    The same values and gradients, 3-4x faster forward on CPU for ``k = 2``;
+    a spatial layer, for CNNs (the CNN presets' option ``block_pool``).
+
+    Shape:
+        real ``(B, C, H, W)`` -> ``(B, C, H // k, W // k)``.
+    """
+
+    def __init__(self, kernel_size: int = 2) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return SF.block_max_pool2d(x, self.kernel_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
+
+
 class TwoBranchHead(nn.Module):
     """The end of CEMNet (paper Sec. 3.2): one real MLP branch per part, concatenated.
 
