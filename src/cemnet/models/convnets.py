@@ -84,9 +84,9 @@ class ConvNet(nn.Module):
     Args:
         spec: the architecture.
         block_pool: pool with :class:`~cemnet.nn.BlockMaxPool2d` (the same
-            function as ``nn.MaxPool2d(2)``, and the kernel the CEMNets pool
-            with) instead of PyTorch's ``nn.MaxPool2d``: for comparing the
-            twins with the same pooling code (docs/performance.md).
+            function as ``nn.MaxPool2d(2)``, faster at inference, and the
+            pooling the CEMNets use) instead of ``nn.MaxPool2d``: for
+            comparing the twins with the same pooling code (docs/performance.md).
 
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
