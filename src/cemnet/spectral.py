@@ -111,7 +111,7 @@ class _HalfSpectrum(torch.autograd.Function):
     ``g'`` halves the columns that stand for two conjugate columns of the full
     spectrum (all but column 0 and, for even ``W``, column ``W / 2``).
     PyTorch's own backward zero-pads ``g`` to the full spectrum and runs a
-    complex ``ifft2`` on it; this one is 1.2-1.4x faster forward + backward
+    complex ``ifft2`` on it; this one is 1.15-1.4x faster forward + backward
     (docs/performance.md) and equal to it to rounding (tests/test_spectral.py).
     """
 
