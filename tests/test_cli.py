@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -60,3 +61,12 @@ def test_parse_option():
     assert parse_option("storage=spatial") == ("storage", "spatial")
     with pytest.raises(Exception, match="KEY=VALUE"):
         parse_option("novalue")
+
+
+def test_bench_options_reach_each_twin(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--models", "cemnet-mnist", "--batch-size", "4", "--repeats", "1", "--warmup", "0",
+                 "--no-memory", "-O", "half_spectrum=true", "-T", "block_pool=true", "--out", str(out)]) == 0
+    assert "cemnet-mnist (half_spectrum=True) / lenet5 (block_pool=True)" in capsys.readouterr().out
+    (pair,) = json.loads(out.read_text())["pairs"]
+    assert pair["cemnet"]["options"] == {"half_spectrum": True} and pair["cnn"]["options"] == {"block_pool": True}

@@ -299,7 +299,10 @@ def spectral_max_pool2d(
     half spectrum pass the signal ``size``; the result is a half spectrum too.
     """
     signal = to_spatial(x, size)
-    pooled = block_max_pool2d(signal, kernel_size) if stride in (None, kernel_size) else F.max_pool2d(signal, kernel_size, stride)
+    if stride in (None, kernel_size):
+        pooled = block_max_pool2d(signal, kernel_size)
+    else:
+        pooled = F.max_pool2d(signal, kernel_size, stride)
     return to_frequency(pooled, half=size is not None)
 
 
