@@ -159,7 +159,9 @@ def test_extra_repr_shows_non_defaults():
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_batch_norm_equals_two_batch_norms(momentum):
+@pytest.mark.parametrize("mean_ratio", [0.0, float("inf")])  # always centre first / always one pass
+def test_batch_norm_equals_two_batch_norms(momentum, mean_ratio, monkeypatch):
+    monkeypatch.setattr(SF, "ONE_PASS_MAX_MEAN_RATIO", mean_ratio)
     layer = cnn.SpectralBatchNorm2d(4, momentum=momentum).double()
     real, imag = nn.BatchNorm2d(4, momentum=momentum).double(), nn.BatchNorm2d(4, momentum=momentum).double()
     for bn in (layer.real, layer.imag):
@@ -190,12 +192,16 @@ def test_batch_norm_equals_two_batch_norms(momentum):
 
 
 def test_batch_norm_statistics_are_stable_for_large_means():
-    # Two passes (mean, then centred squares), as PyTorch's own: no cancellation in float32.
-    x = torch.complex(torch.randn(8, 3, 6, 6) + 1e4, torch.randn(8, 3, 6, 6) - 1e4)
-    out = cnn.SpectralBatchNorm2d(3)(x)
-    reference = nn.BatchNorm2d(3)(x.real)
-    torch.testing.assert_close(out.real, reference, rtol=0, atol=1e-2)
+    # Means far above the spread: the layer centres first (two passes, as PyTorch's own), so no
+    # cancellation in float32, forward or backward.
+    x = torch.complex(torch.randn(8, 3, 6, 6) + 1e4, torch.randn(8, 3, 6, 6) - 1e4).requires_grad_()
+    layer, reference = cnn.SpectralBatchNorm2d(3), nn.BatchNorm2d(3)
+    out, expected = layer(x), reference(x.real.detach().requires_grad_())
+    torch.testing.assert_close(out.real, expected, rtol=0, atol=1e-2)
     assert abs(out.imag.std().item() - 1) < 0.01
+    upstream = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad(out.real, layer.real.weight, upstream)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected, reference.weight, upstream)[0], rtol=1e-3, atol=1e-3)
 
 
 def test_batch_norm_follows_the_input_memory_layout():

@@ -186,35 +186,54 @@ class _ChannelRows:
         return sums.t() if self.channel_axis > self.part_axis else sums
 
 
+# One-pass statistics (sums of x and x^2) lose about mean^2 / var * 6e-8 of the
+# variance in float32; below this ratio that is nothing, above it the layer
+# centres first (two passes, as PyTorch's own).
+ONE_PASS_MAX_MEAN_RATIO = 1.0
+
+
 class _SpectralBatchNorm(torch.autograd.Function):
     """Training-mode :func:`spectral_batch_norm` on complex tensors, so that no
-    ``view_as_real`` backward forces its gradient into the contiguous layout."""
+    ``view_as_real`` backward forces its gradient into the contiguous layout.
+
+    The statistics take one pass (sums of ``x`` and ``x^2``) unless some
+    channel's mean is large next to its spread (:data:`ONE_PASS_MAX_MEAN_RATIO`),
+    in which case the input is centred first. Forward and backward work on
+    ``x - offset`` with a per-channel ``offset`` (0 once centred, else the
+    mean), so that both cases are one affine map of saved rows.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
         flat, rows, restore, ctx.order = _batch_rows(x)
         count = flat.shape[0] * rows.per_channel
         mean = rows.sum(flat.sum(0)) / count
-        centered = flat - rows.expand(mean)  # two passes, as PyTorch's own: stable for large means
-        var = rows.sum(centered.square().sum(0)) / count
+        var = rows.sum(flat.square().sum(0)) / count - mean.square()
+        saved, offset = flat, mean
+        if not bool((mean.square() <= ONE_PASS_MAX_MEAN_RATIO * var).all()):
+            saved, offset = flat - rows.expand(mean), torch.zeros_like(mean)
+            var = rows.sum(saved.square().sum(0)) / count
         invstd = torch.rsqrt(var + eps)
-        out = torch.addcmul(rows.expand(bias), centered, rows.expand(weight * invstd))
-        ctx.save_for_backward(centered, weight, invstd)
+        scale = weight * invstd
+        out = torch.addcmul(rows.expand(bias - offset * scale), saved, rows.expand(scale))
+        ctx.save_for_backward(saved, offset, weight, invstd)
         ctx.mark_non_differentiable(mean, var)
         return restore(out), mean, var
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _mean_grad, _var_grad):
-        centered, weight, invstd = ctx.saved_tensors
+        saved, offset, weight, invstd = ctx.saved_tensors
         grad, rows, restore, _ = _batch_rows(grad, ctx.order)
         count = grad.shape[0] * rows.per_channel
         grad_bias = rows.sum(grad.sum(0))
-        grad_weight = invstd * rows.sum((grad * centered).sum(0))  # sum of grad * normalised input
-        # d input = w invstd (grad - mean(grad) - xhat mean(grad xhat)), as one affine map of grad and centered.
+        # sum of grad * (x - mean) * invstd: the gradient of the weight
+        grad_weight = invstd * (rows.sum((grad * saved).sum(0)) - offset * grad_bias)
+        # d input = w invstd (grad - mean(grad) - xhat mean(grad xhat)), as one affine map of grad and saved.
         scale = weight * invstd
+        slope = -scale * invstd * grad_weight / count
         grad_input = torch.addcmul(
-            rows.expand(-scale * grad_bias / count), centered, rows.expand(-scale * invstd * grad_weight / count)
+            rows.expand(-scale * grad_bias / count - offset * slope), saved, rows.expand(slope)
         ).addcmul_(grad, rows.expand(scale))
         return restore(grad_input), grad_weight, grad_bias, None
 
