@@ -196,9 +196,10 @@ class _SpectralBatchNorm(torch.autograd.Function):
     """Training-mode :func:`spectral_batch_norm` on complex tensors, so that no
     ``view_as_real`` backward forces its gradient into the contiguous layout.
 
-    The statistics take one pass (sums of ``x`` and ``x^2``) unless some
-    channel's mean is large next to its spread (:data:`ONE_PASS_MAX_MEAN_RATIO`),
-    in which case the input is centred first. Forward and backward work on
+    On CPU the statistics take one pass (sums of ``x`` and ``x^2``) unless
+    some channel's mean is large next to its spread
+    (:data:`ONE_PASS_MAX_MEAN_RATIO`); then, and on other devices, the input
+    is centred first. Forward and backward work on
     ``x - offset`` with a per-channel ``offset`` (0 once centred, else the
     mean), so that both cases are one affine map of saved rows.
     """
@@ -208,9 +209,12 @@ class _SpectralBatchNorm(torch.autograd.Function):
         flat, rows, restore, ctx.order = _batch_rows(x)
         count = flat.shape[0] * rows.per_channel
         mean = rows.sum(flat.sum(0)) / count
-        var = rows.sum(flat.square().sum(0)) / count - mean.square()
+        one_pass = flat.device.type == "cpu"  # the choice reads the statistics: on a GPU, a host sync per layer
+        if one_pass:
+            var = rows.sum(flat.square().sum(0)) / count - mean.square()
+            one_pass = bool((mean.square() <= ONE_PASS_MAX_MEAN_RATIO * var).all())
         saved, offset = flat, mean
-        if not bool((mean.square() <= ONE_PASS_MAX_MEAN_RATIO * var).all()):
+        if not one_pass:
             saved, offset = flat - rows.expand(mean), torch.zeros_like(mean)
             var = rows.sum(saved.square().sum(0)) / count
         invstd = torch.rsqrt(var + eps)
