@@ -106,6 +106,7 @@ def test_wrong_input_shape_names_expected_and_got(name):
     with pytest.raises(ValueError, match=r"got shape \(28, 28\)"):
         model(torch.randn(28, 28))
 
+
 def test_block_pool_cnn_computes_the_same_function():
     standard = create_model("lenet5").train()
     blocked = create_model("lenet5", block_pool=True).train()

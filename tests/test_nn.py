@@ -159,7 +159,7 @@ def test_extra_repr_shows_non_defaults():
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
-@pytest.mark.parametrize("mean_ratio", [0.0, float("inf")])  # always centre first / always one pass
+@pytest.mark.parametrize("mean_ratio", [-1.0, float("inf")])  # always centre first / always one pass
 def test_batch_norm_equals_two_batch_norms(momentum, mean_ratio, monkeypatch):
     monkeypatch.setattr(SF, "ONE_PASS_MAX_MEAN_RATIO", mean_ratio)
     layer = cnn.SpectralBatchNorm2d(4, momentum=momentum).double()
