@@ -210,13 +210,37 @@ def test_batch_norm_follows_the_input_memory_layout():
     x = torch.randn(4, 3, 5, 6, dtype=torch.complex128)
     channels_last = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2).requires_grad_()  # same values
     contiguous = x.clone().requires_grad_()
-    outputs = [layer(inp) for inp in (channels_last, contiguous)]
+    every_other = torch.stack([x, x], -1).flatten(-2)[..., ::2].requires_grad_()  # not dense: standard order
+    inputs = (channels_last, every_other, contiguous)
+    outputs = [layer(inp) for inp in inputs]
     assert outputs[0].stride() == channels_last.stride()  # no transposing copy on the way out
-    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)
-    upstream = torch.randn_like(outputs[1])
-    grads = [torch.autograd.grad(out, inp, upstream)[0] for out, inp in zip(outputs, (channels_last, contiguous))]
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(outputs[-1])
+    grads = [torch.autograd.grad(out, inp, upstream)[0] for out, inp in zip(outputs, inputs)]
+    for out, grad in zip(outputs[:-1], grads[:-1]):
+        torch.testing.assert_close(out, outputs[-1], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, grads[-1], rtol=1e-12, atol=1e-12)
     assert SF.normal_like(torch.view_as_real(channels_last)).stride() == torch.view_as_real(channels_last).stride()
+
+
+def test_functional_batch_norm_matches_the_layer():
+    # The functional form keeps (C, 2) running statistics; the layer keeps them in its two BatchNorm2d.
+    layer = cnn.SpectralBatchNorm2d(3, momentum=0.3).double()
+    for bn in (layer.real, layer.imag):
+        nn.init.normal_(bn.weight), nn.init.normal_(bn.bias), nn.init.normal_(bn.running_mean)
+
+    def stacked(name):
+        return torch.stack([getattr(layer.real, name), getattr(layer.imag, name)], 1).detach().clone()
+
+    weight, bias, running_mean, running_var = (stacked(name) for name in ("weight", "bias", "running_mean", "running_var"))
+    x = torch.randn(5, 3, 4, 6, dtype=torch.complex128) + 3
+    out = SF.spectral_batch_norm(x, running_mean, running_var, weight, bias, True, 0.3)
+    torch.testing.assert_close(out, layer(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(running_mean, stacked("running_mean"), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(running_var, stacked("running_var"), rtol=1e-12, atol=1e-12)
+    evaluated = SF.spectral_batch_norm(x, running_mean, running_var, weight, bias, training=False)
+    torch.testing.assert_close(evaluated, layer.eval()(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="running statistics"):
+        SF.spectral_batch_norm(x, None, None, weight, bias, training=False)
 
 
 NOISE_LAYERS = [

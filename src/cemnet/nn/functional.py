@@ -7,6 +7,8 @@ matching layer for the maths and the shapes.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -122,68 +124,110 @@ def spectral_batch_norm(
         momentum: weight of the batch statistics in the running update.
     """
     if training:
-        out, mean, var = _SpectralBatchNorm.apply(x, weight, bias, eps)
+        out, mean, var = spectral_batch_norm_with_stats(x, weight, bias, eps)
         if running_mean is not None and running_var is not None:
-            count = x.numel() // x.shape[1]
-            with torch.no_grad():
-                running_mean.lerp_(mean, momentum)
-                running_var.lerp_(var * (count / max(count - 1, 1)), momentum)
+            update_running_stats((running_mean,), (running_var,), mean, var, x.numel() // x.shape[1], momentum)
         return out
     if running_mean is None or running_var is None:
         raise ValueError("evaluation needs running statistics")
-    flat, rows, restore, _ = _batch_rows(x)
-    scale = weight * torch.rsqrt(running_var + eps)
-    return restore(torch.addcmul(rows.expand(bias - running_mean * scale), flat, rows.expand(scale)))
-
-
-def _batch_rows(x: torch.Tensor, order: list[int] | None = None):
-    """Complex ``(B, C, H, W)`` -> its parts as ``(B, numel)`` rows in memory
-    order, a :class:`_ChannelRows` for them, the inverse map for a
-    ``(B, numel)`` result, and the order of the parts' dimensions used.
-
-    The order defaults to ``x``'s own when ``x`` is dense with the batch
-    outermost, so that no layout costs a transposing copy; a backward passes
-    the forward's order, so that its gradient comes back in the input's layout.
-    """
     parts = torch.view_as_real(x)
-    if order is None:
-        order = [0, *sorted(range(1, parts.dim()), key=lambda dim: -parts.stride(dim))]
-        if not parts.permute(order).is_contiguous():
-            order = list(range(parts.dim()))
-    memory = parts.permute(order).contiguous()  # a view when x is in that order already
-    rows = _ChannelRows(memory.shape[1:], order.index(1) - 1, order.index(parts.dim() - 1) - 1)
-    inverse = sorted(range(len(order)), key=order.__getitem__)
-
-    def restore(flat: torch.Tensor) -> torch.Tensor:
-        return torch.view_as_complex(flat.view(memory.shape).permute(inverse))
-
-    return memory.view(memory.shape[0], -1), rows, restore, order
+    layout = _row_layout(parts.shape, parts.stride())
+    scale = weight * torch.rsqrt(running_var + eps)
+    scale_row, shift_row = layout.broadcast(torch.stack((scale, torch.addcmul(bias, running_mean, scale, value=-1))))
+    return layout.restore(torch.addcmul(shift_row, layout.rows(parts), scale_row))
 
 
-class _ChannelRows:
-    """Moves per-channel ``(C, 2)`` values to and from one example's flattened memory.
+def spectral_batch_norm_with_stats(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training-mode :func:`spectral_batch_norm` without running statistics.
 
-    ``shape`` is one example's shape in memory order, with the channels at
-    ``channel_axis`` and the real/imaginary parts at ``part_axis``.
+    Returns:
+        the normalised complex ``(B, C, H, W)`` output, and the batch mean and
+        (biased) variance, ``(C, 2)`` each, without gradient.
+    """
+    return _SpectralBatchNorm.apply(x, weight, bias, eps)
+
+
+@torch.no_grad()
+def update_running_stats(
+    running_means: Sequence[torch.Tensor], running_vars: Sequence[torch.Tensor], mean: torch.Tensor,
+    var: torch.Tensor, count: int, momentum: float,
+) -> None:
+    """``F.batch_norm``'s running update from the ``(C, 2)`` batch statistics of :func:`spectral_batch_norm`.
+
+    ``running_means`` / ``running_vars`` hold either one ``(C, 2)`` tensor or
+    two ``(C,)`` tensors, the real and the imaginary part's (as
+    :class:`cemnet.nn.SpectralBatchNorm2d` keeps them); the variance is
+    updated with Bessel's correction over ``count`` numbers per channel.
+    """
+    var = var * (count / max(count - 1, 1))
+    columns = len(running_means) == 2
+    for index, (running_mean, running_var) in enumerate(zip(running_means, running_vars)):
+        running_mean.lerp_(mean[:, index] if columns else mean, momentum)
+        running_var.lerp_(var[:, index] if columns else var, momentum)
+
+
+class _RowLayout:
+    """How the numbers of a complex ``(B, C, H, W)`` tensor lie in memory, as ``(B, numel)`` rows.
+
+    Built once per shape and strides of ``view_as_real(x)``, ``(B, C, H, W, 2)``
+    (:func:`_row_layout`). The order of the dimensions is the tensor's own when
+    it is dense with the batch outermost, so that no layout costs a
+    transposing copy; otherwise the standard order. Per-channel ``(C, 2)``
+    quantities are summed from, and expanded to, rows of one example's
+    numbers in that order.
     """
 
-    def __init__(self, shape: torch.Size, channel_axis: int, part_axis: int) -> None:
-        self.shape, self.channel_axis, self.part_axis = shape, channel_axis, part_axis
-        self.per_channel = shape.numel() // (shape[channel_axis] * shape[part_axis])  # positions per channel
+    def __init__(self, shape: tuple[int, ...], strides: tuple[int, ...]) -> None:
+        part = len(shape) - 1  # the real/imaginary pairs stay innermost
+        order = [0, *sorted(range(1, part), key=lambda dim: -strides[dim]), part]
+        if not _dense_in_order(shape, strides, order):
+            order = list(range(len(shape)))
+        self.order = None if order == sorted(order) else order  # None: no permute needed
+        self.inverse = sorted(range(len(order)), key=order.__getitem__)
+        self.memory_shape = tuple(shape[dim] for dim in order)
+        self.example = self.memory_shape[1:]  # one example's (..., 2) in memory order
+        channel_axis = order.index(1) - 1
+        self.per_channel_count = math.prod(self.example) // (shape[1] * 2)  # positions per channel and part
+        self.summed_axes = tuple(axis + 1 for axis in range(len(self.example) - 1) if axis != channel_axis)
+        self.value_view = tuple(size if axis == channel_axis else 1 for axis, size in enumerate(self.example[:-1]))
 
-    def expand(self, values: torch.Tensor) -> torch.Tensor:
-        """``(C, 2)`` -> the contiguous ``(numel,)`` row that broadcasts over the batch."""
-        if self.channel_axis > self.part_axis:
-            values = values.t()
-        view = [1] * len(self.shape)
-        view[self.channel_axis], view[self.part_axis] = self.shape[self.channel_axis], self.shape[self.part_axis]
-        return values.reshape(view).expand(self.shape).reshape(-1)
+    def rows(self, parts: torch.Tensor) -> torch.Tensor:
+        """``view_as_real`` of a tensor of this shape (any layout) -> ``(B, numel)`` rows in this order."""
+        if self.order is not None:
+            parts = parts.permute(self.order)
+        return parts.reshape(self.memory_shape[0], -1)  # a view when the layout is this one
 
-    def sum(self, row: torch.Tensor) -> torch.Tensor:
-        """A ``(numel,)`` row -> ``(C, 2)``: the sums over each channel's positions, per part."""
-        others = [axis for axis in range(len(self.shape)) if axis not in (self.channel_axis, self.part_axis)]
-        sums = row.view(self.shape).sum(others) if others else row.view(self.shape)
-        return sums.t() if self.channel_axis > self.part_axis else sums
+    def restore(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(B, numel)`` rows in this order -> the complex ``(B, C, H, W)`` tensor they hold."""
+        parts = rows.view(self.memory_shape)
+        return torch.view_as_complex(parts if self.order is None else parts.permute(self.inverse))
+
+    def per_channel(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(K, numel)`` rows -> ``(K, C, 2)``: the sums over each channel's positions, per part."""
+        return rows.view(rows.shape[0], *self.example).sum(self.summed_axes)
+
+    def broadcast(self, values: torch.Tensor) -> torch.Tensor:
+        """``(K, C, 2)`` -> contiguous ``(K, numel)`` rows that broadcast over the batch."""
+        # Expanded as complex numbers: the copy's inner loop then runs over positions, not over pairs.
+        count = values.shape[0]
+        pairs = torch.view_as_complex(values.contiguous()).view(count, *self.value_view)
+        return torch.view_as_real(pairs.expand(count, *self.example[:-1]).contiguous()).view(count, -1)
+
+
+def _dense_in_order(shape, strides, order) -> bool:
+    expected = 1
+    for dim in reversed(order):
+        if shape[dim] != 1 and strides[dim] != expected:
+            return False
+        expected *= shape[dim]
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _row_layout(shape: torch.Size, strides: tuple[int, ...]) -> _RowLayout:
+    return _RowLayout(tuple(shape), strides)
 
 
 # One-pass statistics (sums of x and x^2) lose about mean^2 / var * 6e-8 of the
@@ -201,45 +245,54 @@ class _SpectralBatchNorm(torch.autograd.Function):
     (:data:`ONE_PASS_MAX_MEAN_RATIO`); then, and on other devices, the input
     is centred first. Forward and backward work on
     ``x - offset`` with a per-channel ``offset`` (0 once centred, else the
-    mean), so that both cases are one affine map of saved rows.
+    mean), so that both cases are one affine map of saved rows. Per-channel
+    values travel stacked, so that each step is one operation whatever their
+    number (at MNIST's sizes the layer's cost is mostly per operation).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        flat, rows, restore, ctx.order = _batch_rows(x)
-        count = flat.shape[0] * rows.per_channel
-        mean = rows.sum(flat.sum(0)) / count
-        one_pass = flat.device.type == "cpu"  # the choice reads the statistics: on a GPU, a host sync per layer
+        parts = torch.view_as_real(x)
+        layout = _row_layout(parts.shape, parts.stride())
+        flat = layout.rows(parts)
+        count = flat.shape[0] * layout.per_channel_count
+        # The choice reads the statistics: on a GPU that would be a host sync per layer.
+        one_pass = flat.device.type == "cpu"
         if one_pass:
-            var = rows.sum(flat.square().sum(0)) / count - mean.square()
+            mean, mean_square = layout.per_channel(torch.stack((flat.sum(0), flat.square().sum(0)))).div_(count)
+            var = torch.addcmul(mean_square, mean, mean, value=-1)
             one_pass = bool((mean.square() <= ONE_PASS_MAX_MEAN_RATIO * var).all())
+        else:
+            mean = layout.per_channel(flat.sum(0)[None])[0].div_(count)
         saved, offset = flat, mean
         if not one_pass:
-            saved, offset = flat - rows.expand(mean), torch.zeros_like(mean)
-            var = rows.sum(saved.square().sum(0)) / count
+            saved, offset = flat - layout.broadcast(mean[None]), torch.zeros_like(mean)
+            var = layout.per_channel(saved.square().sum(0)[None])[0].div_(count)
         invstd = torch.rsqrt(var + eps)
         scale = weight * invstd
-        out = torch.addcmul(rows.expand(bias - offset * scale), saved, rows.expand(scale))
-        ctx.save_for_backward(saved, offset, weight, invstd)
+        scale_row, shift_row = layout.broadcast(torch.stack((scale, torch.addcmul(bias, offset, scale, value=-1))))
+        out = torch.addcmul(shift_row, saved, scale_row)
+        ctx.layout = layout
+        ctx.save_for_backward(saved, offset, scale, invstd)
         ctx.mark_non_differentiable(mean, var)
-        return restore(out), mean, var
+        return layout.restore(out), mean, var
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _mean_grad, _var_grad):
-        saved, offset, weight, invstd = ctx.saved_tensors
-        grad, rows, restore, _ = _batch_rows(grad, ctx.order)
-        count = grad.shape[0] * rows.per_channel
-        grad_bias = rows.sum(grad.sum(0))
+        saved, offset, scale, invstd = ctx.saved_tensors
+        layout = ctx.layout
+        grad = layout.rows(torch.view_as_real(grad))
+        count = grad.shape[0] * layout.per_channel_count
+        grad_bias, grad_dot = layout.per_channel(torch.stack((grad.sum(0), (grad * saved).sum(0))))
         # sum of grad * (x - mean) * invstd: the gradient of the weight
-        grad_weight = invstd * (rows.sum((grad * saved).sum(0)) - offset * grad_bias)
+        grad_weight = torch.addcmul(grad_dot, offset, grad_bias, value=-1).mul_(invstd)
         # d input = w invstd (grad - mean(grad) - xhat mean(grad xhat)), as one affine map of grad and saved.
-        scale = weight * invstd
-        slope = -scale * invstd * grad_weight / count
-        grad_input = torch.addcmul(
-            rows.expand(-scale * grad_bias / count - offset * slope), saved, rows.expand(slope)
-        ).addcmul_(grad, rows.expand(scale))
-        return restore(grad_input), grad_weight, grad_bias, None
+        slope = scale * invstd * grad_weight / -count
+        shift = torch.addcmul(scale * grad_bias / -count, offset, slope, value=-1)
+        slope_row, shift_row, scale_row = layout.broadcast(torch.stack((slope, shift, scale)))
+        grad_input = torch.addcmul(shift_row, saved, slope_row).addcmul_(grad, scale_row)
+        return layout.restore(grad_input), grad_weight, grad_bias, None
 
 
 def multiplicative_noise(x: torch.Tensor, sigma: float | Sequence[float], training: bool = True) -> torch.Tensor:

@@ -303,22 +303,21 @@ class SpectralBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.real.num_features, None, type(self).__name__)
-        parts = (self.real, self.imag)
-        momentum, training = self.real.momentum, self.real.training
-        if training:
-            for bn in parts:
-                bn.num_batches_tracked.add_(1)
-            if momentum is None:  # nn.BatchNorm2d's cumulative average
-                momentum = 1.0 / float(self.real.num_batches_tracked)
-        stacked = {name: torch.stack([getattr(bn, name) for bn in parts], -1)
-                   for name in ("weight", "bias", "running_mean", "running_var")}
-        out = SF.spectral_batch_norm(x, stacked["running_mean"], stacked["running_var"], stacked["weight"],
-                                     stacked["bias"], training, momentum, self.real.eps)
-        if training:
-            with torch.no_grad():
-                for index, bn in enumerate(parts):
-                    bn.running_mean.copy_(stacked["running_mean"][:, index])
-                    bn.running_var.copy_(stacked["running_var"][:, index])
+        real, imag = self.real, self.imag
+        weight, bias = torch.stack((real.weight, imag.weight), 1), torch.stack((real.bias, imag.bias), 1)
+        if not real.training:
+            running_mean = torch.stack((real.running_mean, imag.running_mean), 1)
+            running_var = torch.stack((real.running_var, imag.running_var), 1)
+            return SF.spectral_batch_norm(x, running_mean, running_var, weight, bias, False, eps=real.eps)
+        real.num_batches_tracked.add_(1)
+        imag.num_batches_tracked.add_(1)
+        momentum = real.momentum
+        if momentum is None:  # nn.BatchNorm2d's cumulative average
+            momentum = 1.0 / float(real.num_batches_tracked)
+        # The functional form, with the running update on the two modules' own buffers.
+        out, mean, var = SF.spectral_batch_norm_with_stats(x, weight, bias, real.eps)
+        SF.update_running_stats((real.running_mean, imag.running_mean), (real.running_var, imag.running_var),
+                                mean, var, x.numel() // x.shape[1], momentum)
         return out
 
 
