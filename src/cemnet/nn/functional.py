@@ -126,7 +126,9 @@ def spectral_batch_norm(
     if training:
         out, mean, var = spectral_batch_norm_with_stats(x, weight, bias, eps)
         if running_mean is not None and running_var is not None:
-            update_running_stats((running_mean,), (running_var,), mean, var, x.numel() // x.shape[1], momentum)
+            # Per-part views of the (C, 2) buffers, updated in place.
+            update_running_stats(running_mean.unbind(1), running_var.unbind(1), mean, var, x.numel() // x.shape[1],
+                                 momentum)
         return out
     if running_mean is None or running_var is None:
         raise ValueError("evaluation needs running statistics")
@@ -156,16 +158,16 @@ def update_running_stats(
 ) -> None:
     """``F.batch_norm``'s running update from the ``(C, 2)`` batch statistics of :func:`spectral_batch_norm`.
 
-    ``running_means`` / ``running_vars`` hold either one ``(C, 2)`` tensor or
-    two ``(C,)`` tensors, the real and the imaginary part's (as
-    :class:`cemnet.nn.SpectralBatchNorm2d` keeps them); the variance is
-    updated with Bessel's correction over ``count`` numbers per channel.
+    ``running_means`` / ``running_vars`` are the real and the imaginary
+    part's ``(C,)`` buffers (two tensors each, as
+    :class:`cemnet.nn.SpectralBatchNorm2d` keeps them, or the two columns of
+    a ``(C, 2)`` buffer); the variance is updated with Bessel's correction
+    over ``count`` numbers per channel.
     """
     var = var * (count / max(count - 1, 1))
-    columns = len(running_means) == 2
     for index, (running_mean, running_var) in enumerate(zip(running_means, running_vars)):
-        running_mean.lerp_(mean[:, index] if columns else mean, momentum)
-        running_var.lerp_(var[:, index] if columns else var, momentum)
+        running_mean.lerp_(mean[:, index], momentum)
+        running_var.lerp_(var[:, index], momentum)
 
 
 class _RowLayout:
