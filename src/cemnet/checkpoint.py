@@ -31,7 +31,9 @@ from torch import nn
 
 # 2: frequency-stored SpectralConv2d weights are frequency-major (H, W, 2, C_in, C_out);
 #    version 1 stored them (C_out, C_in, H, W, 2). Version-1 weights are migrated on load.
-SCHEMA_VERSION = 2
+# 3: the TwoBranchHead's two MLPs are one grouped MLP (`head.branches.*` instead of
+#    `head.real.*` / `head.imag.*`); the head migrates older weights when they are loaded.
+SCHEMA_VERSION = 3
 
 
 class CheckpointError(RuntimeError):

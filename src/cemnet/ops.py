@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from cemnet.nn import (
+    GroupedLinear,
     SpectralBatchNorm2d,
     SpectralConv2d,
     SpectralMaxPool2d,
@@ -107,6 +108,8 @@ def _layer_cost(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -
         return output.shape[2] * output.shape[3] * module.in_channels * module.out_channels * k_h * k_w // module.groups
     if isinstance(module, nn.Linear):
         return module.in_features * module.out_features
+    if isinstance(module, GroupedLinear):  # the head's two branches: each block its own Linear
+        return module.in_features * module.out_features // module.groups
     if isinstance(module, SpectralConv2d):
         height, width = module.input_size
         return 4 * height * width * module.in_channels * module.out_channels
@@ -121,7 +124,7 @@ def _layer_cost(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -
 
 def _extra_backward(module: nn.Module, forward: int, rule: str, batch_size: int) -> int:
     """What the backward rule adds to ``forward`` for one layer."""
-    has_weights = isinstance(module, (nn.Conv2d, nn.Linear, SpectralConv2d))
+    has_weights = isinstance(module, (nn.Conv2d, nn.Linear, GroupedLinear, SpectralConv2d))
     if rule == "autograd":
         extra = forward if has_weights else 0  # weight gradient on top of the input gradient
     else:

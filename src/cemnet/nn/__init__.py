@@ -5,6 +5,7 @@ from cemnet.nn.layers import (
     STORAGES,
     BlockMaxPool2d,
     FFTConv2d,
+    GroupedLinear,
     SpectralBatchNorm2d,
     SpectralConv2d,
     SpectralDropout,
@@ -20,6 +21,7 @@ from cemnet.nn.layers import (
 __all__ = [
     "BlockMaxPool2d",
     "FFTConv2d",
+    "GroupedLinear",
     "STORAGES",
     "SpectralBatchNorm2d",
     "SpectralConv2d",
