@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -21,12 +21,18 @@ class Timing:
         return statistics.median(self.samples)
 
     @property
+    def quartiles(self) -> tuple[float, float]:
+        """First and third quartiles (the smallest and largest sample below four samples)."""
+        if len(self.samples) < 4:
+            return min(self.samples), max(self.samples)
+        quartiles = statistics.quantiles(self.samples, n=4)
+        return quartiles[0], quartiles[2]
+
+    @property
     def spread(self) -> float:
         """Interquartile range, robust to the odd slow repetition."""
-        if len(self.samples) < 4:
-            return max(self.samples) - min(self.samples)
-        quartiles = statistics.quantiles(self.samples, n=4)
-        return quartiles[2] - quartiles[0]
+        low, high = self.quartiles
+        return high - low
 
 
 def _seconds(fn: Callable[[], object], device: torch.device | None) -> float:
@@ -58,7 +64,16 @@ def time_pair(
     i-th samples (:func:`paired_ratio`) is far steadier than the ratio of two
     medians taken one after the other.
     """
-    calls = [first] if second is None else [first, second]
+    if second is None:
+        return time_interleaved([first], repeats, warmup, device)[0], None
+    first_timing, second_timing = time_interleaved([first, second], repeats, warmup, device)
+    return first_timing, second_timing
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], object]], repeats: int = 10, warmup: int = 3, device: torch.device | None = None
+) -> list[Timing]:
+    """:func:`time_pair` for any number of calls: each repetition runs every call once, in order."""
     for _ in range(warmup):
         for fn in calls:
             fn()
@@ -66,8 +81,7 @@ def time_pair(
     for _ in range(repeats):
         for fn, times in zip(calls, samples):
             times.append(_seconds(fn, device))
-    timings = [Timing(tuple(times)) for times in samples]
-    return timings[0], (timings[1] if second is not None else None)
+    return [Timing(tuple(times)) for times in samples]
 
 
 def paired_ratio(numerator: Timing, denominator: Timing) -> Timing:

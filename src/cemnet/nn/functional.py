@@ -154,11 +154,10 @@ def spectral_batch_norm(
         return out
     if running_mean is None or running_var is None:
         raise ValueError("evaluation needs running statistics")
-    parts = torch.view_as_real(x)
-    layout = _row_layout(parts.shape, parts.stride())
+    layout, rows = _as_rows(x)
     scale = weight * torch.rsqrt(running_var + eps)
     scale_row, shift_row = layout.broadcast(torch.stack((scale, torch.addcmul(bias, running_mean, scale, value=-1))))
-    return layout.restore(torch.addcmul(shift_row, layout.rows(parts), scale_row))
+    return layout.restore(torch.addcmul(shift_row, rows, scale_row))
 
 
 def spectral_batch_norm_with_stats(
@@ -254,6 +253,13 @@ def _row_layout(shape: torch.Size, strides: tuple[int, ...]) -> _RowLayout:
     return _RowLayout(tuple(shape), strides)
 
 
+def _as_rows(x: torch.Tensor) -> tuple[_RowLayout, torch.Tensor]:
+    """The layout of a complex ``(B, C, H, W)`` tensor and its numbers as ``(B, numel)`` rows in it."""
+    parts = torch.view_as_real(x)
+    layout = _row_layout(parts.shape, parts.stride())
+    return layout, layout.rows(parts)
+
+
 # One-pass statistics (sums of x and x^2) lose about mean^2 / var * 6e-8 of the
 # variance in float32; below this ratio that is nothing, above it the layer
 # centres first (two passes, as PyTorch's own).
@@ -276,9 +282,7 @@ class _SpectralBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        parts = torch.view_as_real(x)
-        layout = _row_layout(parts.shape, parts.stride())
-        flat = layout.rows(parts)
+        layout, flat = _as_rows(x)
         count = flat.shape[0] * layout.per_channel_count
         # The choice reads the statistics: on a GPU that would be a host sync per layer.
         one_pass = flat.device.type == "cpu"

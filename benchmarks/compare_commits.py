@@ -1,0 +1,80 @@
+"""A preset's training step in this checkout against the same step at another commit, in one process.
+
+Usage: python benchmarks/compare_commits.py REV [MODEL] [-O key=value ...] [--batch-size 100] [--repeats 41]
+
+On this project's shared VM a step's speed drifts by tens of percent within a
+minute, so two versions timed in two runs cannot be compared. This script
+unpacks the package at ``REV`` (``git archive REV src/cemnet``) into a
+temporary folder as ``cemnet_at_rev``, its imports renamed, so both versions
+load side by side; every repetition then runs the old step, the new step and
+the CNN twin's step (from this checkout) in turn, and the script prints the
+median of the per-repetition ratios with their quartiles. The same options
+go to both versions, so ``REV`` must know them. This is how
+docs/performance.md measures what one change does to a step.
+"""
+
+import argparse
+import importlib
+import io
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+
+from cemnet import bench
+from cemnet.cli import parse_option
+from cemnet.models import model_info
+from cemnet.timing import paired_ratio, time_interleaved
+
+OLD_NAME = "cemnet_at_rev"
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("rev", help="a git revision of this repository, e.g. HEAD~1 or a commit hash")
+parser.add_argument("model", nargs="?", default="cemnet-mnist")
+parser.add_argument("-O", dest="options", action="append", type=parse_option, default=[])
+parser.add_argument("--batch-size", type=int, default=100)
+parser.add_argument("--repeats", type=int, default=41)
+parser.add_argument("--warmup", type=int, default=3)
+args = parser.parse_args()
+
+
+def unpack_old_package(rev: str, folder: Path) -> None:
+    """``src/cemnet`` at ``rev`` as the package ``OLD_NAME`` in ``folder``, importing itself under that name."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "archive", rev, "src/cemnet"], cwd=root, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    package = folder / OLD_NAME
+    (folder / "src" / "cemnet").rename(package)
+    for source in package.rglob("*.py"):
+        text = re.sub(r"\b(from|import) cemnet\b", rf"\1 {OLD_NAME}", source.read_text())
+        source.write_text(text)
+
+
+options = dict(args.options)
+device = torch.device("cpu")
+twin = model_info(args.model).twin
+with tempfile.TemporaryDirectory() as folder:
+    unpack_old_package(args.rev, Path(folder))
+    sys.path.insert(0, folder)
+    old_bench = importlib.import_module(f"{OLD_NAME}.bench")
+    steps = [
+        old_bench.training_step(args.model, args.batch_size, device, options)[2],
+        bench.training_step(args.model, args.batch_size, device, options)[2],
+        bench.training_step(twin, args.batch_size, device, {})[2],
+    ]
+    old, new, cnn = time_interleaved(steps, args.repeats, args.warmup)
+
+print(f"{args.model} {options or ''} vs {twin}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+      f"{args.repeats} interleaved repetitions")
+print(f"step medians: {args.rev} {old.median * 1e3:.2f} ms, this checkout {new.median * 1e3:.2f} ms, "
+      f"{twin} {cnn.median * 1e3:.2f} ms")
+for label, ratio in ((f"this checkout / {args.rev}", paired_ratio(new, old)),
+                     (f"{args.rev} / {twin}", paired_ratio(old, cnn)),
+                     (f"this checkout / {twin}", paired_ratio(new, cnn))):
+    low, high = ratio.quartiles
+    print(f"  {label:<40} {ratio.median:.3f}x (quartiles {low:.3f}-{high:.3f})")
