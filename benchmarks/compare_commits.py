@@ -1,6 +1,7 @@
 """A preset's training step in this checkout against the same step at another commit, in one process.
 
 Usage: python benchmarks/compare_commits.py REV [MODEL] [-O key=value ...] [--batch-size 100] [--repeats 41]
+       [--device cpu]
 
 On this project's shared VM a step's speed drifts by tens of percent within a
 minute, so two versions timed in two runs cannot be compared. This script
@@ -29,6 +30,7 @@ from cemnet import bench
 from cemnet.cli import parse_option
 from cemnet.models import model_info
 from cemnet.timing import paired_ratio, time_interleaved
+from cemnet.train import resolve_device
 
 OLD_NAME = "cemnet_at_rev"
 
@@ -39,6 +41,7 @@ parser.add_argument("-O", dest="options", action="append", type=parse_option, de
 parser.add_argument("--batch-size", type=int, default=100)
 parser.add_argument("--repeats", type=int, default=41)
 parser.add_argument("--warmup", type=int, default=3)
+parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA steps are timed with CUDA events)")
 args = parser.parse_args()
 
 
@@ -56,7 +59,7 @@ def unpack_old_package(rev: str, folder: Path) -> None:
 
 
 options = dict(args.options)
-device = torch.device("cpu")
+device = resolve_device(args.device)
 twin = model_info(args.model).twin
 with tempfile.TemporaryDirectory() as folder:
     unpack_old_package(args.rev, Path(folder))
@@ -67,9 +70,9 @@ with tempfile.TemporaryDirectory() as folder:
         bench.training_step(args.model, args.batch_size, device, options)[2],
         bench.training_step(twin, args.batch_size, device, {})[2],
     ]
-    old, new, cnn = time_interleaved(steps, args.repeats, args.warmup)
+    old, new, cnn = time_interleaved(steps, args.repeats, args.warmup, device)
 
-print(f"{args.model} {options or ''} vs {twin}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+print(f"{args.model}{' ' + str(options) if options else ''} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
       f"{args.repeats} interleaved repetitions")
 print(f"step medians: {args.rev} {old.median * 1e3:.2f} ms, this checkout {new.median * 1e3:.2f} ms, "
       f"{twin} {cnn.median * 1e3:.2f} ms")

@@ -1,0 +1,43 @@
+"""The benchmark scripts run (smallest settings): a script that crashes would silently lose its numbers.
+
+``compile_step.py`` is left out (a minute of compilation); ``dense_dft.py`` is
+left out as it has no small setting.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(*arguments: str) -> str:
+    result = subprocess.run([sys.executable, *arguments], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_layer_times_lists_every_layer():
+    out = run_script("benchmarks/layer_times.py", "cemnet-mnist", "-O", "half_spectrum=true", "--batch-size", "2",
+                     "--repeats", "1")
+    assert "SpectralBatchNorm2d" in out and "TwoBranchHead" in out and "total" in out
+
+
+def test_profile_step_prints_a_profile():
+    out = run_script("benchmarks/profile_step.py", "lenet5", "--batch-size", "2", "--rows", "3", "--device", "cpu")
+    assert "Self CPU time total" in out
+
+
+def test_pooling_benchmark_runs():
+    out = run_script("benchmarks/pooling.py", "--repeats", "1")
+    assert "| mnist 1: 100x6x28x28 |" in out and out.count("x |") >= 10  # ratio columns filled
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
+def test_compare_commits_against_this_commit():
+    out = run_script("benchmarks/compare_commits.py", "HEAD", "cemnet-mnist", "--batch-size", "2", "--repeats", "2",
+                     "--warmup", "0")
+    assert "this checkout / HEAD" in out and "vs lenet5" in out
