@@ -29,3 +29,32 @@ def data_dir() -> Path:
     if path is None or not (path / "mnist").is_dir():
         pytest.skip("real MNIST not found: set CEMNET_DATA to a folder holding mnist/")
     return path
+
+
+def _as_two_branch_layout(state: dict, head) -> dict:
+    """A state dict with ``head`` (a TwoBranchHead) in the layout of checkpoint schema <= 2.
+
+    The grouped MLP ``{prefix}branches.*`` becomes two MLPs, ``{prefix}real.*``
+    and ``{prefix}imag.*``: grouped weights unstacked, batch-norm vectors
+    split in halves, the batch counter copied.
+    """
+    from cemnet.nn import GroupedLinear
+
+    out = {}
+    for key, value in state.items():
+        prefix, found, name = key.partition("branches.")
+        if not found:
+            out[key] = value.clone()
+            continue
+        if isinstance(head.branches[int(name.split(".")[0])], GroupedLinear):
+            parts = value.unbind(0)
+        else:
+            parts = (value, value) if name.endswith("num_batches_tracked") else value.chunk(2)
+        out[f"{prefix}real.{name}"], out[f"{prefix}imag.{name}"] = (part.clone() for part in parts)
+    return out
+
+
+@pytest.fixture
+def two_branch_layout():
+    """:func:`_as_two_branch_layout`: how checkpoints before schema 3 stored the head."""
+    return _as_two_branch_layout

@@ -67,24 +67,18 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_older_weights_are_migrated_and_refuse_to_resume(tmp_path, version):
+def test_older_weights_are_migrated_and_refuse_to_resume(tmp_path, version, two_branch_layout):
     from safetensors.torch import save_file
 
     from cemnet.models import create_model
-    from cemnet.nn import GroupedLinear, SpectralConv2d
+    from cemnet.nn import SpectralConv2d
 
     model = create_model("cemnet-mnist").eval()
     weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
     for name, module in model.named_modules():
         if isinstance(module, SpectralConv2d) and version == 1:  # the version-1 layout (C_out, C_in, H, W, 2)
             weights[f"{name}.weight"] = weights[f"{name}.weight"].permute(4, 3, 0, 1, 2).contiguous()
-    for key in [key for key in weights if key.startswith("head.branches.")]:  # two MLPs up to version 2
-        name, value = key[len("head.branches."):], weights.pop(key)
-        if isinstance(model.head.branches[int(name.split(".")[0])], GroupedLinear):
-            parts = value.unbind(0)
-        else:
-            parts = (value, value) if name.endswith("num_batches_tracked") else value.chunk(2)
-        weights[f"head.real.{name}"], weights[f"head.imag.{name}"] = (part.clone() for part in parts)
+    weights = two_branch_layout(weights, model.head)  # two MLPs up to version 2
     meta = {"model": "cemnet-mnist", "model_options": {}}
     header = {"format": "cemnet", "version": str(version), "token": "0", "meta": json.dumps(meta)}
     save_file(weights, str(tmp_path / "old.safetensors"), metadata=header)

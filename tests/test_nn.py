@@ -321,24 +321,6 @@ def test_two_branch_head_uses_each_part_separately():
     torch.testing.assert_close(head(changed), head(x))  # a dead imaginary branch ignores the imaginary part
 
 
-def _two_mlp_state(head):
-    """The head's weights as schema-2 checkpoints stored them: two MLPs, ``real.*`` and ``imag.*``."""
-    state = {}
-    for key, value in head.state_dict().items():
-        if not key.startswith("branches."):
-            state[key] = value.clone()
-            continue
-        name = key[len("branches."):]
-        if name.endswith("num_batches_tracked"):
-            parts = (value, value)
-        elif value.dim() >= 2 and isinstance(head.branches[int(name.split(".")[0])], cnn.GroupedLinear):
-            parts = value.unbind(0)
-        else:
-            parts = value.chunk(2)
-        state["real." + name], state["imag." + name] = (part.clone() for part in parts)
-    return state
-
-
 class _TwoMLPHead(nn.Module):
     """The head as two separate MLPs (the layout before the grouped one): the reference."""
 
@@ -353,7 +335,7 @@ class _TwoMLPHead(nn.Module):
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_grouped_head_equals_two_separate_branches(training):
+def test_grouped_head_equals_two_separate_branches(training, two_branch_layout):
     head = cnn.TwoBranchHead(12, (5, 4), 3, dropout=0.0).double()
     reference = _TwoMLPHead(12, (5, 4), 3, dropout=0.0).double()
     with torch.no_grad():  # statistics and affine parameters that differ between the branches
@@ -361,7 +343,7 @@ def test_grouped_head_equals_two_separate_branches(training):
             if isinstance(module, nn.BatchNorm1d):
                 module.running_mean.normal_(), module.running_var.uniform_(0.5, 2.0)
                 module.weight.normal_(), module.bias.normal_()
-    reference.load_state_dict(_two_mlp_state(head))
+    reference.load_state_dict(two_branch_layout(head.state_dict(), head))
     head.train(training), reference.train(training)
     x = torch.randn(6, 3, 2, 2, dtype=torch.complex128, requires_grad=True)
     out, expected = head(x), reference(x)
@@ -372,16 +354,16 @@ def test_grouped_head_equals_two_separate_branches(training):
         expected, (x, reference.real[0].weight, reference.imag[0].weight), upstream)
     assert_rel_close(grad, expected_grad)
     assert_rel_close(weight_grad, torch.stack((real_grad, imag_grad)))
-    for key, value in _two_mlp_state(head).items():  # running statistics updated alike
+    for key, value in two_branch_layout(head.state_dict(), head).items():  # running statistics updated alike
         assert_rel_close(value.double(), reference.state_dict()[key].double())
 
 
-def test_head_loads_two_branch_weights():
+def test_head_loads_two_branch_weights(two_branch_layout):
     head = cnn.TwoBranchHead(12, (5, 4), 3).double().eval()
     with torch.no_grad():
         for parameter in head.parameters():
             parameter.normal_()
-    old = _two_mlp_state(head)
+    old = two_branch_layout(head.state_dict(), head)
     assert "real.0.weight" in old and "imag.1.running_var" in old
     fresh = cnn.TwoBranchHead(12, (5, 4), 3).double().eval()
     fresh.load_state_dict(old)
