@@ -2,7 +2,10 @@
 
 Every layer here takes and returns complex full spectra ``(B, C, H, W)``
 (``torch.fft.fft2`` of a real tensor, see :mod:`cemnet.spectral`), except
-:class:`TwoBranchHead`, which ends the network with real logits.
+:class:`TwoBranchHead`, which ends the network with real logits (through the
+real :class:`GroupedLinear`), :class:`ToFrequency`, which transforms real
+maps, and :class:`FFTConv2d` and :class:`BlockMaxPool2d`, which take and
+return real spatial maps.
 
 Complex weights are stored as real tensors with a dimension of two for the
 real and imaginary parts, frequency-major ``(H, W, 2, C_in, C_out)``: the
@@ -539,8 +542,8 @@ class GroupedLinear(nn.Module):
     The input features are ``groups`` consecutive blocks; block ``g`` goes
     through its own ``Linear(in_features // groups, out_features // groups)``
     and the outputs are concatenated in the same order (a block-diagonal
-    linear map). The same numbers as the separate layers, in one operation
-    forward and two backward whatever the number of groups
+    linear map). The same numbers as the separate layers, in one batched
+    product forward and two backward whatever the number of groups
     (:func:`cemnet.nn.functional.grouped_linear`).
 
     Args:
@@ -695,6 +698,7 @@ class ToFrequency(nn.Module):
 
 
 __all__ = [
+    "BlockMaxPool2d",
     "FFTConv2d",
     "GroupedLinear",
     "SpectralConv2d",
@@ -702,6 +706,7 @@ __all__ = [
     "SpectralDropout",
     "SpectralLeakyReLU",
     "SpectralMaxPool2d",
+    "SpectralSequential",
     "TwoBranchHead",
     "ToFrequency",
     "apply_weight_fixation",
