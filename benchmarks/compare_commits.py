@@ -72,7 +72,8 @@ with tempfile.TemporaryDirectory() as folder:
     ]
     old, new, cnn = time_interleaved(steps, args.repeats, args.warmup, device)
 
-print(f"{args.model}{' ' + str(options) if options else ''} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
+described = f"{args.model} {options}" if options else args.model
+print(f"{described} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
       f"{args.repeats} interleaved repetitions")
 print(f"step medians: {args.rev} {old.median * 1e3:.2f} ms, this checkout {new.median * 1e3:.2f} ms, "
       f"{twin} {cnn.median * 1e3:.2f} ms")

@@ -35,8 +35,9 @@ with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda
     step()
     if cuda:
         torch.cuda.synchronize(device)
+averages = prof.key_averages()
 sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
-print(prof.key_averages().table(sort_by=sort_by, row_limit=args.rows, max_name_column_width=40))
+print(averages.table(sort_by=sort_by, row_limit=args.rows, max_name_column_width=40))
 if cuda:
-    launches = sum(event.count for event in prof.key_averages() if event.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+    launches = sum(event.count for event in averages if event.key in ("cudaLaunchKernel", "cuLaunchKernel"))
     print(f"kernel launches in the step: {launches}")
