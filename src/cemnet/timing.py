@@ -50,13 +50,13 @@ def _seconds(fn: Callable[[], object], device: torch.device | None) -> float:
 
 def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 3, device: torch.device | None = None) -> Timing:
     """Time ``fn()`` ``repeats`` times after ``warmup`` untimed calls."""
-    return time_pair(fn, None, repeats, warmup, device)[0]
+    return time_interleaved([fn], repeats, warmup, device)[0]
 
 
 def time_pair(
-    first: Callable[[], object], second: Callable[[], object] | None, repeats: int = 10, warmup: int = 3,
+    first: Callable[[], object], second: Callable[[], object], repeats: int = 10, warmup: int = 3,
     device: torch.device | None = None,
-) -> tuple[Timing, Timing | None]:
+) -> tuple[Timing, Timing]:
     """Time two calls *interleaved*: first, second, first, second, ...
 
     On a shared machine the speed drifts by tens of percent over a minute;
@@ -64,8 +64,6 @@ def time_pair(
     i-th samples (:func:`paired_ratio`) is far steadier than the ratio of two
     medians taken one after the other.
     """
-    if second is None:
-        return time_interleaved([first], repeats, warmup, device)[0], None
     first_timing, second_timing = time_interleaved([first, second], repeats, warmup, device)
     return first_timing, second_timing
 
