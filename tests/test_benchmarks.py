@@ -41,3 +41,9 @@ def test_compare_commits_against_this_commit():
     out = run_script("benchmarks/compare_commits.py", "HEAD", "cemnet-mnist", "--batch-size", "2", "--repeats", "2",
                      "--warmup", "0")
     assert "this checkout / HEAD" in out and "vs lenet5" in out
+
+
+def test_dropout_masks_benchmark_prints_the_three_ratios():
+    out = run_script("benchmarks/dropout_masks.py", "cemnet-mnist", "-O", "half_spectrum=true", "--batch-size", "2",
+                     "--repeats", "2", "--warmup", "0")
+    assert "cemnet-mnist uniform / lenet5 uniform" in out and "lenet5 uniform / lenet5 bernoulli" in out

@@ -310,6 +310,43 @@ def test_block_max_pool_other_kernels_and_repr():
     assert "kernel_size=2" in repr(cnn.BlockMaxPool2d(2))
 
 
+def test_uniform_mask_dropout_has_the_law_of_dropout():
+    torch.manual_seed(0)
+    x = torch.randn(1000, 1000).abs() + 0.5  # no zeros, so a zero output is a dropped number
+    for p in (0.2, 0.5):
+        layer = cnn.UniformMaskDropout(p).train()
+        out = layer(x)
+        kept = out != 0
+        # binomial: the keep rate of 1e6 draws within 5 standard deviations of 1 - p
+        assert abs(kept.double().mean().item() - (1 - p)) < 5 * (p * (1 - p) / x.numel()) ** 0.5
+        torch.testing.assert_close(out[kept], x[kept] / (1 - p))  # kept numbers scaled as by nn.Dropout
+        rows = kept.double().mean(1)  # independent draws: no row or column far from the rate either
+        assert (rows - (1 - p)).abs().max() < 6 * (p * (1 - p) / 1000) ** 0.5
+        assert "p=" + str(p) in repr(layer)
+
+
+def test_uniform_mask_dropout_gradient_eval_and_edge_rates():
+    x = torch.randn(64, 32, requires_grad=True)
+    torch.manual_seed(1)
+    out = SF.uniform_mask_dropout(x, 0.5)
+    out.backward(torch.ones_like(out))
+    torch.testing.assert_close(x.grad, (out != 0).float() * 2.0)  # d out / d x is the factor
+    torch.manual_seed(1)
+    torch.testing.assert_close(SF.uniform_mask_dropout(x.detach(), 0.5), out.detach())  # seeded: the same mask
+    layer = cnn.UniformMaskDropout(0.5)
+    assert layer.eval()(x) is x and SF.uniform_mask_dropout(x, 0.0) is x
+    dropped = SF.uniform_mask_dropout(x, 1.0)
+    assert torch.equal(dropped, torch.zeros_like(x))  # no division by zero
+    y = torch.randn(8, 8)
+    assert SF.uniform_mask_dropout(y, 0.3, inplace=True) is y
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        SF.uniform_mask_dropout(x, 1.5)
+    assert isinstance(cnn.dropout_layer(0.5), nn.Dropout) and not isinstance(cnn.dropout_layer(0.5), cnn.UniformMaskDropout)
+    assert isinstance(cnn.dropout_layer(0.5, "uniform"), cnn.UniformMaskDropout)
+    with pytest.raises(ValueError, match="dropout_mask"):
+        cnn.dropout_layer(0.5, "normal")
+
+
 def test_two_branch_head_uses_each_part_separately():
     head = cnn.TwoBranchHead(12, (5,), 3).double().eval()
     x = to_frequency(torch.randn(4, 3, 2, 2, **DOUBLE))

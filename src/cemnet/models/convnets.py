@@ -87,12 +87,17 @@ class ConvNet(nn.Module):
             function as ``nn.MaxPool2d(2)``, faster at inference, and the
             pooling the CEMNets use) instead of ``nn.MaxPool2d``: for
             comparing the twins with the same pooling code (docs/performance.md).
+        dropout_mask: ``"bernoulli"`` (``nn.Dropout``, the default) or
+            ``"uniform"`` (:class:`~cemnet.nn.UniformMaskDropout`: the same
+            law at the cost of one float32 uniform per number on any CPU; for
+            comparing the twins without PyTorch's vendor-specific Bernoulli
+            draws, docs/performance.md).
 
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(self, spec: NetSpec, block_pool: bool = False) -> None:
+    def __init__(self, spec: NetSpec, block_pool: bool = False, dropout_mask: str = "bernoulli") -> None:
         super().__init__()
         self.spec = spec
         layers: list[nn.Module] = []
@@ -106,13 +111,14 @@ class ConvNet(nn.Module):
                     layers.append(nn.BatchNorm2d(width))
                 layers.append(nn.LeakyReLU(spec.negative_slope))
                 if spec.dropout:
-                    layers.append(nn.Dropout(spec.dropout))
+                    layers.append(cnn.dropout_layer(spec.dropout, dropout_mask))
                 channels = width
             layers.append(cnn.BlockMaxPool2d(2) if block_pool else nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            cnn.mlp_branch(spec.features, spec.hidden, spec.negative_slope, spec.dropout, spec.batch_norm),
+            cnn.mlp_branch(spec.features, spec.hidden, spec.negative_slope, spec.dropout, spec.batch_norm,
+                           dropout_mask=dropout_mask),
             nn.Linear(spec.hidden[-1] if spec.hidden else spec.features, spec.num_classes),
         )
         self.reset_parameters()
@@ -146,6 +152,8 @@ class CEMNet(nn.Module):
         noise_in_eval: keep the Leaky ReLU noise at evaluation (authors' code).
         half_spectrum: the fast variant on ``rfft2`` half spectra (see
             :mod:`cemnet.spectral`); the head then sees ``W // 2 + 1`` columns.
+        dropout_mask: the head's dropout, as for :class:`ConvNet` (the
+            frequency-domain layers draw Gaussians either way).
 
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
@@ -160,6 +168,7 @@ class CEMNet(nn.Module):
         leaky_sigma: float | None = None,
         noise_in_eval: bool = False,
         half_spectrum: bool = False,
+        dropout_mask: str = "bernoulli",
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -187,7 +196,8 @@ class CEMNet(nn.Module):
         self.features = cnn.SpectralSequential(*layers)
         columns = size // 2 + 1 if half_spectrum else size
         self.head = cnn.TwoBranchHead(
-            spec.stages[-1][-1] * size * columns, spec.hidden, spec.num_classes, spec.negative_slope, spec.dropout, spec.batch_norm
+            spec.stages[-1][-1] * size * columns, spec.hidden, spec.num_classes, spec.negative_slope, spec.dropout,
+            spec.batch_norm, dropout_mask,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,35 +218,41 @@ def _cemnet_preset(spec: NetSpec, fixed_stages: int | None, summary: str):
     def factory(
         weight_fixation: bool = True, batch_norm: bool = True, dropout: bool = True, conj: str = "input",
         storage: str = "frequency", leaky_sigma: float | None = None, noise_in_eval: bool = False,
-        half_spectrum: bool = False,
+        half_spectrum: bool = False, dropout_mask: str = "bernoulli",
     ) -> CEMNet:
         if not weight_fixation:
             if storage != "frequency":
                 raise ValueError(f"weight_fixation=False means storage 'free'; it contradicts storage={storage!r}")
             storage = "free"
         return CEMNet(spec.ablate(batch_norm, dropout), conj, storage, fixed_stages, leaky_sigma, noise_in_eval,
-                      half_spectrum)
+                      half_spectrum, dropout_mask)
 
     factory.__doc__ = summary
     return factory
 
 
 @register_model(dataset="mnist")
-def lenet5(batch_norm: bool = True, dropout: bool = True, block_pool: bool = False) -> ConvNet:
+def lenet5(
+    batch_norm: bool = True, dropout: bool = True, block_pool: bool = False, dropout_mask: str = "bernoulli"
+) -> ConvNet:
     """Modified LeNet-5 CNN (paper Sec. 4.2): 6@5x5 and 16@5x5 "same" convs, FC 784-120-84-10."""
-    return ConvNet(LENET5.ablate(batch_norm, dropout), block_pool)
+    return ConvNet(LENET5.ablate(batch_norm, dropout), block_pool, dropout_mask)
 
 
 @register_model(dataset="cifar10")
-def vgg_small(batch_norm: bool = True, dropout: bool = True, block_pool: bool = False) -> ConvNet:
+def vgg_small(
+    batch_norm: bool = True, dropout: bool = True, block_pool: bool = False, dropout_mask: str = "bernoulli"
+) -> ConvNet:
     """Small VGG CNN (paper Sec. 4.3): one 3x3 conv per block, widths 64-512, FC 512."""
-    return ConvNet(VGG_SMALL.ablate(batch_norm, dropout), block_pool)
+    return ConvNet(VGG_SMALL.ablate(batch_norm, dropout), block_pool, dropout_mask)
 
 
 @register_model(dataset="cifar10")
-def vgg_large(batch_norm: bool = True, dropout: bool = True, block_pool: bool = False) -> ConvNet:
+def vgg_large(
+    batch_norm: bool = True, dropout: bool = True, block_pool: bool = False, dropout_mask: str = "bernoulli"
+) -> ConvNet:
     """Large VGG CNN (paper Sec. 4.3): 2,2,2,3,3 3x3 convs per block, widths 64-512, FC 512."""
-    return ConvNet(VGG_LARGE.ablate(batch_norm, dropout), block_pool)
+    return ConvNet(VGG_LARGE.ablate(batch_norm, dropout), block_pool, dropout_mask)
 
 
 register_model(dataset="mnist", twin="lenet5", name="cemnet-mnist")(

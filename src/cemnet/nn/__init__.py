@@ -2,6 +2,7 @@
 
 from cemnet.nn import functional
 from cemnet.nn.layers import (
+    DROPOUT_MASKS,
     STORAGES,
     BlockMaxPool2d,
     FFTConv2d,
@@ -14,12 +15,15 @@ from cemnet.nn.layers import (
     SpectralSequential,
     ToFrequency,
     TwoBranchHead,
+    UniformMaskDropout,
     apply_weight_fixation,
+    dropout_layer,
     mlp_branch,
 )
 
 __all__ = [
     "BlockMaxPool2d",
+    "DROPOUT_MASKS",
     "FFTConv2d",
     "GroupedLinear",
     "STORAGES",
@@ -31,7 +35,9 @@ __all__ = [
     "SpectralSequential",
     "ToFrequency",
     "TwoBranchHead",
+    "UniformMaskDropout",
     "apply_weight_fixation",
+    "dropout_layer",
     "functional",
     "mlp_branch",
 ]

@@ -394,6 +394,25 @@ def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.T
     return out
 
 
+def uniform_mask_dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
+    """``F.dropout`` with its keep mask drawn as ``uniform >= p``; see :class:`cemnet.nn.UniformMaskDropout`.
+
+    The same law: every number is kept with probability ``1 - p`` (up to the
+    ``2^-24`` resolution of a float32 uniform) and scaled by ``1 / (1 - p)``,
+    independently; identity when not ``training``. Any shape and layout.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:  # F.dropout's result, without dividing by zero
+        return x.mul_(0.0) if inplace else x * 0.0
+    # One float32 uniform per number from PyTorch's generator, turned into the factor in place:
+    # 0 or 1 / (1 - p). Forward and backward are then one product each, as for F.dropout.
+    factor = torch.empty_like(x).uniform_().ge_(p).mul_(1.0 / (1.0 - p))
+    return x.mul_(factor) if inplace else x * factor
+
+
 def spectral_max_pool2d(
     x: torch.Tensor, kernel_size: int = 2, stride: int | None = None, size: tuple[int, int] | None = None
 ) -> torch.Tensor:

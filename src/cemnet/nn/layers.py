@@ -4,8 +4,9 @@ Every layer here takes and returns complex full spectra ``(B, C, H, W)``
 (``torch.fft.fft2`` of a real tensor, see :mod:`cemnet.spectral`), except
 :class:`TwoBranchHead`, which ends the network with real logits (through the
 real :class:`GroupedLinear`), :class:`ToFrequency`, which transforms real
-maps, and :class:`FFTConv2d` and :class:`BlockMaxPool2d`, which take and
-return real spatial maps.
+maps, :class:`FFTConv2d` and :class:`BlockMaxPool2d`, which take and
+return real spatial maps, and :class:`UniformMaskDropout`, a dropout for
+any real tensor.
 
 Complex weights are stored as real tensors with a dimension of two for the
 real and imaginary parts, frequency-major ``(H, W, 2, C_in, C_out)``: the
@@ -26,6 +27,7 @@ from cemnet import spectral
 from cemnet.nn import functional as SF
 
 STORAGES = ("spatial", "frequency", "free")
+DROPOUT_MASKS = ("bernoulli", "uniform")
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -391,6 +393,38 @@ class SpectralLeakyReLU(_MultiplicativeNoise):
         return text + ", active_in_eval=True" if self.active_in_eval else text
 
 
+class UniformMaskDropout(nn.Dropout):
+    """``nn.Dropout`` whose keep mask is drawn as ``uniform >= p``: the same law, a vendor-neutral cost.
+
+    PyTorch draws the CPU Bernoulli mask of ``nn.Dropout`` with Intel's MKL,
+    in parallel, only on Intel processors; elsewhere (AMD, Arm) it draws it
+    serially in double precision, about 17 ns per number on this project's
+    AMD EPYC VM against about 7 ns for one float32 uniform
+    (docs/performance.md, "The CNN's dropout"). This layer thresholds one
+    uniform per number instead, so a CNN's dropout costs about what the
+    CEMNet's Gaussian noise costs per number on any CPU. Every number is kept
+    with probability ``1 - p`` and scaled by ``1 / (1 - p)`` as by
+    ``nn.Dropout`` (:func:`cemnet.nn.functional.uniform_mask_dropout`); the
+    draws themselves differ, so seeded runs differ from ``nn.Dropout``'s.
+
+    Args:
+        p: probability of zeroing a number. Default: 0.5.
+        inplace: multiply the input in place. Default: ``False``.
+
+    Shape:
+        any; the output has the input's shape.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return SF.uniform_mask_dropout(x, self.p, self.training, self.inplace)
+
+
+def dropout_layer(p: float, mask: str = "bernoulli") -> nn.Module:
+    """``nn.Dropout(p)`` (``mask="bernoulli"``, PyTorch's) or :class:`UniformMaskDropout` (``"uniform"``)."""
+    mask = spectral.check_choice("dropout_mask", mask, DROPOUT_MASKS)
+    return nn.Dropout(p) if mask == "bernoulli" else UniformMaskDropout(p)
+
+
 class SpectralSequential(nn.Sequential):
     """``nn.Sequential`` that applies each run of consecutive noise layers as one product.
 
@@ -488,6 +522,8 @@ class TwoBranchHead(nn.Module):
         negative_slope: of the Leaky ReLU. Default: 0.2.
         dropout: rate of the ordinary dropout in each branch; 0 disables it.
         batch_norm: use ``BatchNorm1d`` in the branches. Default: ``True``.
+        dropout_mask: ``"bernoulli"`` (``nn.Dropout``) or ``"uniform"``
+            (:class:`UniformMaskDropout`, the same law). Default: ``"bernoulli"``.
 
     Shape:
         complex ``(B, C, H, W)`` -> real ``(B, num_classes)``.
@@ -506,9 +542,10 @@ class TwoBranchHead(nn.Module):
         negative_slope: float = 0.2,
         dropout: float = 0.5,
         batch_norm: bool = True,
+        dropout_mask: str = "bernoulli",
     ) -> None:
         super().__init__()
-        self.branches = mlp_branch(in_features, hidden, negative_slope, dropout, batch_norm, groups=2)
+        self.branches = mlp_branch(in_features, hidden, negative_slope, dropout, batch_norm, 2, dropout_mask)
         self.classifier = nn.Linear(2 * (hidden[-1] if hidden else in_features), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -592,7 +629,7 @@ class GroupedLinear(nn.Module):
 
 def mlp_branch(
     in_features: int, hidden: tuple[int, ...], negative_slope: float, dropout: float, batch_norm: bool,
-    groups: int = 1,
+    groups: int = 1, dropout_mask: str = "bernoulli",
 ) -> nn.Sequential:
     """``[Linear, BatchNorm1d?, LeakyReLU, Dropout?]`` for each width in ``hidden``.
 
@@ -601,6 +638,7 @@ def mlp_branch(
     ``in_features`` features each (:class:`GroupedLinear`, and batch norm over
     all ``groups * width`` features, which is per feature as for separate ones):
     ``(B, groups * in_features)`` -> ``(B, groups * hidden[-1])``.
+    ``dropout_mask`` picks the dropout layer (:func:`dropout_layer`).
     """
     layers: list[nn.Module] = []
     for width in hidden:
@@ -612,7 +650,7 @@ def mlp_branch(
             layers.append(nn.BatchNorm1d(groups * width))
         layers.append(nn.LeakyReLU(negative_slope))
         if dropout:
-            layers.append(nn.Dropout(dropout))
+            layers.append(dropout_layer(dropout, dropout_mask))
         in_features = width
     return nn.Sequential(*layers)
 
@@ -709,6 +747,8 @@ __all__ = [
     "SpectralSequential",
     "TwoBranchHead",
     "ToFrequency",
+    "UniformMaskDropout",
     "apply_weight_fixation",
+    "dropout_layer",
     "mlp_branch",
 ]

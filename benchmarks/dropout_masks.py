@@ -1,0 +1,59 @@
+"""CEMNet against its CNN twin with PyTorch's dropout and with the uniform-mask dropout, in one process.
+
+Usage: python benchmarks/dropout_masks.py [MODEL] [-O key=value ...] [--batch-size 100] [--repeats 41]
+
+PyTorch draws the CPU Bernoulli masks of ``nn.Dropout`` in parallel with MKL
+only on Intel processors; on others (this project's AMD EPYC VM) it draws
+them serially in double precision, which makes a CNN's dropout several times
+slower per number than the CEMNet's Gaussian noise. This script times, in
+turn every repetition, the CEMNet preset (options ``-O``) and its CNN twin,
+each with ``dropout_mask="bernoulli"`` (``nn.Dropout``, the default) and with
+``dropout_mask="uniform"`` (:class:`cemnet.nn.UniformMaskDropout`, the same
+law from one float32 uniform per number), and prints the ratios: how much of
+a CEMNet's advantage is the CNN's dropout (docs/performance.md).
+"""
+
+import argparse
+
+import torch
+
+from cemnet.bench import training_step
+from cemnet.cli import parse_option
+from cemnet.models import model_info
+from cemnet.timing import paired_ratio, time_interleaved
+from cemnet.train import resolve_device
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("model", nargs="?", default="cemnet-mnist")
+parser.add_argument("-O", dest="options", action="append", type=parse_option, default=[])
+parser.add_argument("--batch-size", type=int, default=100)
+parser.add_argument("--repeats", type=int, default=41)
+parser.add_argument("--warmup", type=int, default=3)
+parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA steps are timed with CUDA events)")
+args = parser.parse_args()
+
+device = resolve_device(args.device)
+twin = model_info(args.model).twin
+options = dict(args.options)
+variants = {  # label -> (preset, options)
+    f"{args.model} bernoulli": (args.model, {**options, "dropout_mask": "bernoulli"}),
+    f"{args.model} uniform": (args.model, {**options, "dropout_mask": "uniform"}),
+    f"{twin} bernoulli": (twin, {"dropout_mask": "bernoulli"}),
+    f"{twin} uniform": (twin, {"dropout_mask": "uniform"}),
+}
+steps = [training_step(name, args.batch_size, device, opts)[2] for name, opts in variants.values()]
+timings = dict(zip(variants, time_interleaved(steps, args.repeats, args.warmup, device)))
+
+described = f"{args.model} {options}" if options else args.model
+print(f"{described} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
+      f"{args.repeats} interleaved repetitions")
+print("step medians: " + ", ".join(f"{label} {timing.median * 1e3:.2f} ms" for label, timing in timings.items()))
+comparisons = (
+    (f"{args.model} bernoulli", f"{twin} bernoulli"),  # what `cemnet bench` reports
+    (f"{args.model} uniform", f"{twin} uniform"),  # both twins without PyTorch's Bernoulli draws
+    (f"{twin} uniform", f"{twin} bernoulli"),  # what the CNN's Bernoulli dropout costs it
+)
+for numerator, denominator in comparisons:
+    ratio = paired_ratio(timings[numerator], timings[denominator])
+    low, high = ratio.quartiles
+    print(f"  {numerator + ' / ' + denominator:<52} {ratio.median:.3f}x (quartiles {low:.3f}-{high:.3f})")
