@@ -25,23 +25,18 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _interleaved import add_step_arguments, ratio_line
 
 from cemnet import bench
-from cemnet.cli import parse_option
 from cemnet.models import model_info
-from cemnet.timing import paired_ratio, time_interleaved
+from cemnet.timing import time_interleaved
 from cemnet.train import resolve_device
 
 OLD_NAME = "cemnet_at_rev"
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("rev", help="a git revision of this repository, e.g. HEAD~1 or a commit hash")
-parser.add_argument("model", nargs="?", default="cemnet-mnist")
-parser.add_argument("-O", dest="options", action="append", type=parse_option, default=[])
-parser.add_argument("--batch-size", type=int, default=100)
-parser.add_argument("--repeats", type=int, default=41)
-parser.add_argument("--warmup", type=int, default=3)
-parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA steps are timed with CUDA events)")
+add_step_arguments(parser)
 args = parser.parse_args()
 
 
@@ -77,8 +72,6 @@ print(f"{described} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num
       f"{args.repeats} interleaved repetitions")
 print(f"step medians: {args.rev} {old.median * 1e3:.2f} ms, this checkout {new.median * 1e3:.2f} ms, "
       f"{twin} {cnn.median * 1e3:.2f} ms")
-for label, ratio in ((f"this checkout / {args.rev}", paired_ratio(new, old)),
-                     (f"{args.rev} / {twin}", paired_ratio(old, cnn)),
-                     (f"this checkout / {twin}", paired_ratio(new, cnn))):
-    low, high = ratio.quartiles
-    print(f"  {label:<40} {ratio.median:.3f}x (quartiles {low:.3f}-{high:.3f})")
+print(ratio_line(f"this checkout / {args.rev}", new, old))
+print(ratio_line(f"{args.rev} / {twin}", old, cnn))
+print(ratio_line(f"this checkout / {twin}", new, cnn))

@@ -16,20 +16,15 @@ a CEMNet's advantage is the CNN's dropout (docs/performance.md).
 import argparse
 
 import torch
+from _interleaved import add_step_arguments, ratio_line
 
 from cemnet.bench import training_step
-from cemnet.cli import parse_option
 from cemnet.models import model_info
-from cemnet.timing import paired_ratio, time_interleaved
+from cemnet.timing import time_interleaved
 from cemnet.train import resolve_device
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("model", nargs="?", default="cemnet-mnist")
-parser.add_argument("-O", dest="options", action="append", type=parse_option, default=[])
-parser.add_argument("--batch-size", type=int, default=100)
-parser.add_argument("--repeats", type=int, default=41)
-parser.add_argument("--warmup", type=int, default=3)
-parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CUDA steps are timed with CUDA events)")
+add_step_arguments(parser)
 args = parser.parse_args()
 
 device = resolve_device(args.device)
@@ -54,6 +49,4 @@ comparisons = (
     (f"{twin} uniform", f"{twin} bernoulli"),  # what the CNN's Bernoulli dropout costs it
 )
 for numerator, denominator in comparisons:
-    ratio = paired_ratio(timings[numerator], timings[denominator])
-    low, high = ratio.quartiles
-    print(f"  {numerator + ' / ' + denominator:<52} {ratio.median:.3f}x (quartiles {low:.3f}-{high:.3f})")
+    print(ratio_line(f"{numerator} / {denominator}", timings[numerator], timings[denominator], width=52))
