@@ -457,6 +457,33 @@ def test_gradcheck_conv(conj, storage):
     assert torch.autograd.gradcheck(as_function_of_weight, (weight,))
 
 
+@pytest.mark.parametrize("conj", ["input", "weight"])
+def test_conv_backward_can_be_differentiated_again(conj):
+    layer = cnn.SpectralConv2d(2, 3, 3, (4, 4), conj=conj, storage="frequency", **DOUBLE)
+    x = to_frequency(torch.randn(2, 2, 4, 4, **DOUBLE)).requires_grad_()
+    weight = layer.weight.detach().clone().requires_grad_()
+
+    def conv(x, w):
+        return torch.func.functional_call(layer, {"weight": w}, (x,))
+
+    assert torch.autograd.gradgradcheck(conv, (x, weight))
+
+
+def test_conv_keeps_its_input_not_the_doubled_left_factor():
+    # The product's backward rebuilds the (H F, 2 B, 2 C_in) left factor from the input it
+    # keeps: autograd holds the input and the weight (a view of the parameter), nothing of
+    # twice the input's size (memory, docs/performance.md).
+    layer = cnn.SpectralConv2d(4, 8, 3, (6, 6), storage="frequency")
+    x = to_frequency(torch.randn(5, 4, 6, 6)).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        out = layer(x)
+    assert sorted(saved) == sorted([x.numel() * x.element_size(), layer.weight.numel() * layer.weight.element_size()])
+    out.abs().sum().backward()  # and the gradients still arrive
+    assert x.grad is not None and layer.weight.grad is not None
+
+
 @pytest.mark.parametrize(
     "layer",
     [
