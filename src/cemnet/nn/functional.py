@@ -100,9 +100,9 @@ class _SpectralProduct(torch.autograd.Function):
     ~10x slower on CPU): the left factor of :func:`_left_factor` times the
     frequency-major weight ``[Wr; Wi]``. Autograd would keep the left factor,
     twice the input's size, for the weight's gradient; this function keeps
-    the input and rebuilds the factor in the backward (one stack), which
-    lowers a CIFAR model's step memory by about one input per layer
-    (docs/performance.md), and assembles the input's gradient in four passes
+    the input and rebuilds the factor in the backward (one stack), one
+    input-sized tensor less per layer (a step's peak memory up to 7 % lower,
+    docs/performance.md item 16), and assembles the input's gradient in four passes
     where the stack's own backward took about seven. The backward is made of
     differentiable operations on the saved inputs, so it can be
     differentiated again.

@@ -400,7 +400,7 @@ class UniformMaskDropout(nn.Dropout):
     in parallel, only on Intel processors; elsewhere (AMD, Arm) it draws it
     serially in double precision, about 17 ns per number on this project's
     AMD EPYC VM against about 7 ns for one float32 uniform
-    (docs/performance.md, "The CNN's dropout"). This layer thresholds one
+    (docs/performance.md, "The CNN's dropout on this CPU"). This layer thresholds one
     uniform per number instead, so a CNN's dropout costs about what the
     CEMNet's Gaussian noise costs per number on any CPU. Every number is kept
     with probability ``1 - p`` and scaled by ``1 / (1 - p)`` as by
