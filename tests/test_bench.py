@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import torch
 
-from cemnet.bench import format_table, run_bench, step_peak_memory
+from cemnet.bench import BERNOULLI_NOTE, format_table, run_bench, step_peak_memory
 
 
 def test_bench_reports_both_twins_and_their_ratios():
@@ -29,3 +31,20 @@ def test_cpu_step_memory_counts_the_step_tensors():
     first_activation = 400 * 6 * 28 * 28 * 4  # conv1's float32 output, kept for backward
     assert 0 < small < first_activation < large
     assert large < 100 * first_activation  # the step's tensors, not the process's code pages
+
+
+def test_table_notes_the_cnns_serial_dropout_off_intel_cpus():
+    report = run_bench(("cemnet-mnist",), batch_size=4, repeats=1, warmup=0, memory=False)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "vendor_id" in cpuinfo.read_text():  # the vendor PyTorch's choice depends on
+        assert report["machine"]["cpu_vendor"] in cpuinfo.read_text()
+    for vendor, device, twin_options, noted in (
+        ("AuthenticAMD", "cpu", {}, True),
+        ("GenuineIntel", "cpu", {}, False),  # MKL's parallel Bernoulli path
+        ("AuthenticAMD", "cuda", {}, False),
+        ("AuthenticAMD", "cpu", {"dropout_mask": "uniform"}, False),  # already compared without it
+        (None, "cpu", {}, False),  # vendor unknown: say nothing
+    ):
+        report["machine"].update(cpu_vendor=vendor, device=device)
+        report["pairs"][0]["cnn"]["options"] = twin_options
+        assert (BERNOULLI_NOTE in format_table(report)) is noted

@@ -151,15 +151,18 @@ def bench_pair(name: str, batch_size: int = 100, device: torch.device | None = N
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
+    """What the numbers were measured on (``cpu_vendor``: ``/proc/cpuinfo``'s ``vendor_id``, or ``None``)."""
+    cpuinfo = {}
     try:
         with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
+            for line in handle:
+                key, _, value = line.partition(":")
+                cpuinfo.setdefault(key.strip(), value.strip())
+    except OSError:
         pass
     return {
-        "date": date.today().isoformat(), "cpu": cpu, "threads": torch.get_num_threads(),
+        "date": date.today().isoformat(), "cpu": cpuinfo.get("model name") or platform.processor() or platform.machine(),
+        "cpu_vendor": cpuinfo.get("vendor_id"), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
@@ -197,7 +200,24 @@ def format_table(report: dict[str, Any]) -> str:
             f"{r['inference_s']:.2f}x ± {q['inference_s']:.2f} | {memory} | "
             f"{a['train_images_per_s']:.0f} / {b['train_images_per_s']:.0f} |"
         )
+    if _bernoulli_fallback(report):
+        lines += ["", BERNOULLI_NOTE]
     return "\n".join(lines)
+
+
+BERNOULLI_NOTE = (
+    "Note: on a CPU that is not Intel's, PyTorch draws nn.Dropout's masks serially (its parallel MKL path is "
+    "Intel-only), which slows the CNNs; -O dropout_mask=uniform -T dropout_mask=uniform compares the twins "
+    "without it (docs/performance.md, \"The CNN's dropout on this CPU\")."
+)
+
+
+def _bernoulli_fallback(report: dict[str, Any]) -> bool:
+    """Whether a CNN of the report ran ``nn.Dropout`` on a CPU other than Intel's (PyTorch's serial Bernoulli)."""
+    info = report["machine"]
+    if not info.get("device", "").startswith("cpu") or info.get("cpu_vendor") in (None, "GenuineIntel"):
+        return False
+    return any(pair["cnn"]["options"].get("dropout_mask", "bernoulli") == "bernoulli" for pair in report["pairs"])
 
 
 def _label(summary: dict[str, Any]) -> str:
