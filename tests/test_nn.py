@@ -320,7 +320,7 @@ def test_uniform_mask_dropout_has_the_law_of_dropout():
         # binomial: the keep rate of 1e6 draws within 5 standard deviations of 1 - p
         assert abs(kept.double().mean().item() - (1 - p)) < 5 * (p * (1 - p) / x.numel()) ** 0.5
         torch.testing.assert_close(out[kept], x[kept] / (1 - p))  # kept numbers scaled as by nn.Dropout
-        rows = kept.double().mean(1)  # independent draws: no row or column far from the rate either
+        rows = kept.double().mean(1)  # independent draws: no row far from the rate either
         assert (rows - (1 - p)).abs().max() < 6 * (p * (1 - p) / 1000) ** 0.5
         assert "p=" + str(p) in repr(layer)
 
