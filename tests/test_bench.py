@@ -1,8 +1,16 @@
 from pathlib import Path
 
+import pytest
 import torch
 
-from cemnet.bench import BERNOULLI_NOTE, format_table, run_bench, step_peak_memory
+from cemnet.bench import (
+    BERNOULLI_NOTE,
+    capture_cuda_graph,
+    format_table,
+    run_bench,
+    step_peak_memory,
+)
+from cemnet.cli import main
 
 
 def test_bench_reports_both_twins_and_their_ratios():
@@ -48,3 +56,12 @@ def test_table_notes_the_cnns_serial_dropout_off_intel_cpus():
         report["machine"].update(cpu_vendor=vendor, device=device)
         report["pairs"][0]["cnn"]["options"] = twin_options
         assert (BERNOULLI_NOTE in format_table(report)) is noted
+
+
+def test_cuda_graphs_are_refused_off_cuda(capsys):
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device, got cpu"):
+        capture_cuda_graph(lambda: None, torch.device("cpu"))
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        run_bench(("cemnet-mnist",), device=torch.device("cpu"), cuda_graphs=True)
+    assert main(["bench", "--device", "cpu", "--cuda-graphs", "--models", "cemnet-mnist"]) != 0
+    assert "CUDA graphs need a CUDA device" in capsys.readouterr().err

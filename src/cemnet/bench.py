@@ -12,6 +12,12 @@ the CEMNet / CNN ratio of each. The two twins' steps are interleaved and the
 ratio is the median of the per-repetition ratios (:func:`cemnet.timing.time_pair`),
 which cancels most of a shared machine's drift. Performance is never asserted
 in tests: the ratios printed here are the measurement.
+
+On CUDA, ``cuda_graphs=True`` records each step and each inference once as
+a CUDA graph (:func:`capture_cuda_graph`) and times the graphs' replays, for
+both twins: a CEMNet step launches several times the CNN's kernels, and a
+graph removes what the launches cost on the host. The memory column still
+measures eager steps.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import sys
 import tempfile
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +45,21 @@ from cemnet.train import PRESETS, make_optimizer
 PAIRS = ("cemnet-mnist", "cemnet-small", "cemnet-large")
 
 
-def training_step(name: str, batch_size: int, device: torch.device, options: dict[str, Any]):
-    """A preset, a fixed random batch, and a closure running one paper-recipe training step on it."""
+# Eager runs of a step before it is recorded as a CUDA graph: they create the
+# optimizer state, the cuFFT plans and the cuBLAS workspaces outside the graph.
+GRAPH_WARMUP = 3
+
+
+def training_step(name: str, batch_size: int, device: torch.device, options: dict[str, Any],
+                  cuda_graph: bool = False):
+    """A preset, a fixed random batch, and a closure running one paper-recipe training step on it.
+
+    With ``cuda_graph`` the closure replays a CUDA graph of the step
+    (:func:`capture_cuda_graph`; the optimizer is made ``capturable``), after
+    :data:`GRAPH_WARMUP` eager steps that already trained the model.
+    """
     model = create_model(name, **options).to(device).train()
-    optimizer = make_optimizer(model, PRESETS["paper"])
+    optimizer = make_optimizer(model, PRESETS["paper"], capturable=cuda_graph)
     spec = model.spec
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, spec.in_channels, spec.image_size, spec.image_size, generator=generator).to(device)
@@ -55,7 +72,43 @@ def training_step(name: str, batch_size: int, device: torch.device, options: dic
         optimizer.step()
         apply_weight_fixation(model)
 
-    return model, x, step
+    return model, x, capture_cuda_graph(step, device) if cuda_graph else step
+
+
+def capture_cuda_graph(fn: Callable[[], object], device: torch.device,
+                       warmup: int = GRAPH_WARMUP) -> Callable[[], None]:
+    """Record ``fn`` as a CUDA graph; returns the graph's replay.
+
+    ``fn`` runs ``warmup`` times on a side stream first (PyTorch's recipe for
+    whole-network capture), then once under capture, which launches nothing.
+    Each replay repeats the recorded kernels on the same memory, with fresh
+    random numbers (PyTorch's CUDA generator is graph-safe) and without the
+    Python and launch cost of the eager call. ``fn`` must not synchronise
+    with the host (no ``.item()``, no data-dependent Python branches) and
+    must work on the same tensors every time (copy new inputs into them).
+
+    Raises:
+        ValueError: when ``device`` is not a CUDA device.
+    """
+    if device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+
+    def replay() -> None:
+        graph.replay()
+
+    # The graph reads and writes the tensors that fn holds (a batch, the optimizer's state): the replay
+    # keeps fn, or they would be freed and their memory reused while the graph still points at it.
+    replay.recorded = fn
+    return replay
 
 
 def step_peak_memory(name: str, batch_size: int, device: torch.device, options: dict[str, Any]) -> int:
@@ -117,7 +170,7 @@ def _summary(name: str, options: dict[str, Any], batch_size: int, train: Timing,
 
 def bench_pair(name: str, batch_size: int = 100, device: torch.device | None = None, repeats: int = 5,
                warmup: int = 2, options: dict[str, Any] | None = None, memory: bool = True,
-               twin_options: dict[str, Any] | None = None) -> dict[str, Any]:
+               twin_options: dict[str, Any] | None = None, cuda_graphs: bool = False) -> dict[str, Any]:
     """A CEMNet preset and its CNN twin, their steps interleaved; see the module docstring.
 
     ``options`` and ``twin_options`` override the presets of the CEMNet and
@@ -125,17 +178,22 @@ def bench_pair(name: str, batch_size: int = 100, device: torch.device | None = N
     ratios (``ratio_iqr`` their interquartile ranges) and the ratio of peak memories.
     """
     device = device or torch.device("cpu")
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
     options, twin_options = options or {}, twin_options or {}
     twin = model_info(name).twin
     if twin is None:
         raise ValueError(f"{name!r} has no CNN twin to compare with")
-    cemnet, x_cemnet, step_cemnet = training_step(name, batch_size, device, options)
-    cnn, x_cnn, step_cnn = training_step(twin, batch_size, device, twin_options)
+    cemnet, x_cemnet, step_cemnet = training_step(name, batch_size, device, options, cuda_graphs)
+    cnn, x_cnn, step_cnn = training_step(twin, batch_size, device, twin_options, cuda_graphs)
     train = time_pair(step_cemnet, step_cnn, repeats, warmup, device)
     cemnet.eval()
     cnn.eval()
     with torch.no_grad():
-        infer = time_pair(lambda: cemnet(x_cemnet), lambda: cnn(x_cnn), repeats, warmup, device)
+        forwards = [lambda: cemnet(x_cemnet), lambda: cnn(x_cnn)]
+        if cuda_graphs:
+            forwards = [capture_cuda_graph(forward, device) for forward in forwards]
+        infer = time_pair(*forwards, repeats, warmup, device)
     memories = [step_peak_memory(n, batch_size, device, o) if memory else None
                 for n, o in ((name, options), (twin, twin_options))]
     ratio = {"train_step_s": paired_ratio(*train), "inference_s": paired_ratio(*infer)}
@@ -170,11 +228,14 @@ def machine() -> dict[str, Any]:
 
 def run_bench(pairs: tuple[str, ...] = PAIRS, batch_size: int = 100, device: torch.device | None = None,
               repeats: int = 5, warmup: int = 2, options: dict[str, Any] | None = None,
-              memory: bool = True, twin_options: dict[str, Any] | None = None) -> dict[str, Any]:
+              memory: bool = True, twin_options: dict[str, Any] | None = None,
+              cuda_graphs: bool = False) -> dict[str, Any]:
     """Benchmark each CEMNet in ``pairs`` and its twin (:func:`bench_pair`); returns the JSON-ready results."""
     device = device or torch.device("cpu")
-    results = [bench_pair(name, batch_size, device, repeats, warmup, options, memory, twin_options) for name in pairs]
-    return {"machine": {**machine(), "device": str(device), "batch_size": batch_size}, "pairs": results}
+    results = [bench_pair(name, batch_size, device, repeats, warmup, options, memory, twin_options, cuda_graphs)
+               for name in pairs]
+    info = {**machine(), "device": str(device), "batch_size": batch_size, "cuda_graphs": cuda_graphs}
+    return {"machine": info, "pairs": results}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -182,7 +243,7 @@ def format_table(report: dict[str, Any]) -> str:
     info = report["machine"]
     lines = [
         f"{info['date']}, {info['cpu']}, {info['threads']} threads, torch {info['torch']}, device {info['device']}, "
-        f"batch {info['batch_size']}",
+        f"batch {info['batch_size']}" + (", CUDA graphs (memory: eager steps)" if info.get("cuda_graphs") else ""),
         "",
         "| CEMNet / CNN | train step ms (median ± IQR) | ratio ± IQR | inference ms | ratio ± IQR | step memory MiB "
         "| ratio | train img/s |",

@@ -141,7 +141,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = run_bench(tuple(args.models), args.batch_size, resolve_device(args.device), args.repeats, args.warmup,
-                       dict(args.model_option), memory=not args.no_memory, twin_options=dict(args.twin_option))
+                       dict(args.model_option), memory=not args.no_memory, twin_options=dict(args.twin_option),
+                       cuda_graphs=args.cuda_graphs)
     print(format_table(report))
     if args.out:
         write_json(report, args.out)
@@ -243,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    bench.add_argument("--cuda-graphs", action="store_true",
+                       help="time CUDA-graph replays of each step and inference, both twins (CUDA only)")
     bench.add_argument("--out", help="also write the results as JSON here")
     bench.add_argument("--twin-option", "-T", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                        help="override of the CNN twins' presets, e.g. -T block_pool=true (repeatable)")

@@ -124,9 +124,10 @@ class _HalfSpectrum(torch.autograd.Function):
     def backward(ctx, grad):
         height, width = ctx.size
         weights = grad.real.new_full((grad.shape[-1],), height * width / 2)
-        weights[0] = height * width
+        # Fills of slices, not item assignments: those copy a host scalar, which a CUDA graph cannot record.
+        weights[:1].fill_(height * width)
         if width % 2 == 0:
-            weights[-1] = height * width
+            weights[-1:].fill_(height * width)
         return torch.fft.irfft2(grad * weights, s=ctx.size)
 
 

@@ -129,9 +129,11 @@ def resolve_device(name: str) -> torch.device:
 # ---------------------------------------------------------------------------- recipe
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, recipe: Recipe, capturable: bool = False) -> torch.optim.Optimizer:
+    """The recipe's RMSProp; ``capturable`` keeps its step count on the device, for CUDA graphs."""
     return torch.optim.RMSprop(
-        model.parameters(), lr=recipe.lr, alpha=recipe.rho, eps=recipe.eps, momentum=recipe.momentum
+        model.parameters(), lr=recipe.lr, alpha=recipe.rho, eps=recipe.eps, momentum=recipe.momentum,
+        capturable=capturable,
     )
 
 
@@ -313,10 +315,15 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """
     # Setup --------------------------------------------------------------------
     device = resolve_device(config.device)
-    world = init_distributed(device)
-    if device.type == "cuda" and world.size > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # One GPU per process: NCCL refuses two ranks on one device.
+        local_rank, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local_rank >= count:
+            raise ValueError(f"process {local_rank} on this machine has no CUDA device of its own ({count} found): "
+                             f"start at most {count} per machine (torchrun --nproc-per-node) or use --device cpu")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+    world = init_distributed(device)
     if config.batch_size % world.size:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.size} processes")
     local_batch = config.batch_size // world.size
