@@ -1,34 +1,57 @@
-"""Does torch.compile speed up a CEMNet training step? Eager vs compiled, same process.
+"""Does torch.compile pay off? A CEMNet and its CNN twin, each eager and compiled, interleaved in one process.
 
-Usage: python benchmarks/compile_step.py [MODEL] [-O key=value ...] [--device auto]
+Usage: python benchmarks/compile_step.py [MODEL] [-O key=value ...] [-T key=value ...] [--batch-size 100]
+       [--repeats 41] [--device cpu]
+
+``torch.compile`` wraps each model's ``forward`` (the loss, backward,
+optimizer and Weight Fixation stay eager; AOTAutograd compiles the forward's
+backward). The first compiled step includes the compilation and is reported
+apart; the timed steps of the four variants then run in turn every
+repetition. The CNN is compiled too, so that the CEMNet / CNN ratio compares
+like with like.
 """
 
 import argparse
 import time
 
 import torch
+from _interleaved import add_step_arguments, ratio_line
 
 from cemnet.bench import training_step
 from cemnet.cli import parse_option
-from cemnet.timing import time_call
+from cemnet.models import model_info
+from cemnet.timing import time_interleaved
 from cemnet.train import resolve_device
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("model", nargs="?", default="cemnet-mnist")
-parser.add_argument("-O", dest="options", action="append", type=parse_option, default=[])
-parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+add_step_arguments(parser)
+parser.add_argument("-T", dest="twin_options", action="append", type=parse_option, default=[])
 args = parser.parse_args()
-device = resolve_device(args.device)
 
-for compiled in (False, True):
-    torch.manual_seed(0)
-    model, x, step = training_step(args.model, 100, device, dict(args.options))
-    if compiled:
-        model.forward = torch.compile(model.forward)  # the optimizer and Weight Fixation stay eager
-    started = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    first = time.perf_counter() - started
-    print(f"{'compiled' if compiled else 'eager':>8}: first step {first:.1f} s, "
-          f"median step {1e3 * time_call(step, 7, 2, device).median:.1f} ms")
+device = resolve_device(args.device)
+twin = model_info(args.model).twin
+steps = {}
+for name, options in ((args.model, dict(args.options)), (twin, dict(args.twin_options))):
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model, _, step = training_step(name, args.batch_size, device, options)
+        if compiled:
+            model.forward = torch.compile(model.forward)
+            started = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            print(f"{name}: first compiled step {time.perf_counter() - started:.1f} s")
+        steps[f"{name} {'compiled' if compiled else 'eager'}"] = step
+timings = dict(zip(steps, time_interleaved(list(steps.values()), args.repeats, args.warmup, device)))
+
+print(f"{args.model} {dict(args.options)} vs {twin} {dict(args.twin_options)}, batch {args.batch_size}, {device}, "
+      f"{torch.get_num_threads()} threads, {args.repeats} interleaved repetitions")
+print("step medians: " + ", ".join(f"{label} {timing.median * 1e3:.2f} ms" for label, timing in timings.items()))
+for numerator, denominator in (
+    (f"{args.model} compiled", f"{args.model} eager"),
+    (f"{twin} compiled", f"{twin} eager"),
+    (f"{args.model} eager", f"{twin} eager"),  # what `cemnet bench` reports
+    (f"{args.model} compiled", f"{twin} compiled"),
+):
+    print(ratio_line(f"{numerator} / {denominator}", timings[numerator], timings[denominator], width=52))

@@ -1,5 +1,8 @@
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cemnet import nn as cnn
 from cemnet.models import count_parameters, create_model, list_models, model_info
@@ -139,3 +142,23 @@ def test_uniform_dropout_mask_replaces_every_bernoulli_dropout(name):
         torch.testing.assert_close(uniform.eval()(x), standard.eval()(x))
     with pytest.raises(ValueError, match="dropout_mask must be one of"):
         create_model(name, dropout_mask="gaussian")
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_torch_compile_traces_a_training_step(half):
+    """Dynamo and AOTAutograd (torch.compile's front end, without Inductor's C++ code) give eager's numbers."""
+    torch.manual_seed(0)
+    eager = create_model("cemnet-mnist", dropout=False, leaky_sigma=0.0, half_spectrum=half).train()  # no noise
+    compiled = copy.deepcopy(eager)
+    compiled.forward = torch.compile(compiled.forward, backend="aot_eager")
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    logits = []
+    for model in (eager, compiled):
+        logits.append(model(x))
+        F.cross_entropy(logits[-1], y).backward()
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)
+    scale = max(param.grad.abs().max().item() for param in eager.parameters())
+    for (key, param), twin in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(twin.grad, param.grad, rtol=1e-3, atol=1e-4 * scale, msg=key)
+    noisy = torch.compile(create_model("cemnet-mnist", half_spectrum=half).train().forward, backend="aot_eager")
+    assert not torch.equal(noisy(x), noisy(x))  # the noise layers still draw under compile

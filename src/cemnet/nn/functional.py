@@ -323,8 +323,8 @@ class _SpectralBatchNorm(torch.autograd.Function):
 
     On CPU the statistics take one pass (sums of ``x`` and ``x^2``) unless
     some channel's mean is large next to its spread
-    (:data:`ONE_PASS_MAX_MEAN_RATIO`); then, and on other devices, the input
-    is centred first. Forward and backward work on
+    (:data:`ONE_PASS_MAX_MEAN_RATIO`); then, on other devices and under
+    ``torch.compile``, the input is centred first. Forward and backward work on
     ``x - offset`` with a per-channel ``offset`` (0 once centred, else the
     mean), so that both cases are one affine map of saved rows. Per-channel
     values travel stacked, so that each step is one operation whatever their
@@ -335,8 +335,9 @@ class _SpectralBatchNorm(torch.autograd.Function):
     def forward(ctx, x, weight, bias, eps):
         layout, flat = _as_rows(x)
         count = flat.shape[0] * layout.per_channel_count
-        # The choice reads the statistics: on a GPU that would be a host sync per layer.
-        one_pass = flat.device.type == "cpu"
+        # The choice reads the statistics: on a GPU that would be a host sync per layer, and
+        # torch.compile would break its graph there.
+        one_pass = flat.device.type == "cpu" and not torch.compiler.is_compiling()
         if one_pass:
             mean, mean_square = layout.per_channel(torch.stack((flat.sum(0), flat.square().sum(0)))).div_(count)
             var = torch.addcmul(mean_square, mean, mean, value=-1)
@@ -427,6 +428,8 @@ def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.T
     resume exactly. The law is unchanged: every number is an independent draw.
     """
     out = torch.empty_like(x)  # dense, with x's strides when x is dense
+    if torch.compiler.is_compiling():  # one traceable operation: the compiler draws in its own loop
+        return out.normal_(mean, std)
     memory = out.as_strided((out.numel(),), (1,))  # all of a dense tensor's numbers, in memory order
     threads = torch.get_num_threads()
     if x.device.type != "cpu" or threads < 2 or x.numel() < PARALLEL_NORMAL_MIN_NUMEL:
