@@ -158,7 +158,7 @@ def test_every_preset_matches_cpu_in_training_and_evaluation(name, half):
     ("lenet5", {}),
 ])
 def test_graphed_training_steps_equal_eager_steps(name, options):
-    """Without random layers a graph replay must train exactly as an eager step does."""
+    """Without random layers a graph replay trains as an eager step does (the same kernels; float32 rounding)."""
     options = {**noiseless(name), **options}
     torch.manual_seed(0)
     eager, _, eager_step = training_step(name, 8, CUDA, options)
