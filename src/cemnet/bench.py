@@ -91,8 +91,7 @@ def capture_cuda_graph(fn: Callable[[], object], device: torch.device,
     Raises:
         ValueError: when ``device`` is not a CUDA device.
     """
-    if device.type != "cuda":
-        raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
+    _require_cuda_for_graphs(device)
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
@@ -110,6 +109,11 @@ def capture_cuda_graph(fn: Callable[[], object], device: torch.device,
     # keeps fn, or they would be freed and their memory reused while the graph still points at it.
     replay.recorded = fn
     return replay
+
+
+def _require_cuda_for_graphs(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
 
 
 def step_peak_memory(name: str, batch_size: int, device: torch.device, options: dict[str, Any]) -> int:
@@ -179,8 +183,8 @@ def bench_pair(name: str, batch_size: int = 100, device: torch.device | None = N
     ratios (``ratio_iqr`` their interquartile ranges) and the ratio of peak memories.
     """
     device = device or torch.device("cpu")
-    if cuda_graphs and device.type != "cuda":
-        raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
+    if cuda_graphs:
+        _require_cuda_for_graphs(device)  # before building any model
     options, twin_options = options or {}, twin_options or {}
     twin = model_info(name).twin
     if twin is None:
