@@ -12,7 +12,7 @@ from pathlib import Path
 MODULES = [
     "cemnet.spectral", "cemnet.nn.functional", "cemnet.nn.layers", "cemnet.models._registry",
     "cemnet.models.convnets", "cemnet.data", "cemnet.train", "cemnet.checkpoint", "cemnet.ops",
-    "cemnet.convert", "cemnet.reproduce", "cemnet.bench", "cemnet.timing", "cemnet.plot",
+    "cemnet.convert", "cemnet.reproduce", "cemnet.bench", "cemnet.timing", "cemnet.native", "cemnet.plot",
 ]
 
 

@@ -8,10 +8,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from cemnet import native
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=["native", "torch"])
+def noise_backend(request, monkeypatch) -> str:
+    """Run a test with the native CPU noise kernel (skipped where it is not built) and with PyTorch's generator."""
+    if request.param == "torch":
+        monkeypatch.setattr(native, "noise_kernel", lambda: None)
+    elif native.noise_kernel() is None:
+        pytest.skip(f"the native noise kernel is off or could not be built ({native.NATIVE_ENV}, compiler, ninja)")
+    return request.param
 
 
 def shared_data_dir() -> Path | None:

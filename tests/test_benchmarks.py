@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cemnet import native
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,3 +49,12 @@ def test_dropout_masks_benchmark_prints_the_three_ratios():
     out = run_script("benchmarks/dropout_masks.py", "cemnet-mnist", "-O", "half_spectrum=true", "--batch-size", "2",
                      "--repeats", "2", "--warmup", "0")
     assert "cemnet-mnist uniform / lenet5 uniform" in out and "lenet5 uniform / lenet5 bernoulli" in out
+
+
+def test_noise_kernel_benchmark_prints_the_five_ratios():
+    if native.noise_kernel() is None:
+        pytest.skip("the native noise kernel is off or could not be built")
+    out = run_script("benchmarks/noise_kernel.py", "cemnet-mnist", "-O", "half_spectrum=true", "--batch-size", "2",
+                     "--repeats", "2", "--warmup", "0")
+    assert "cemnet-mnist native / cemnet-mnist torch" in out and "lenet5 uniform native / lenet5 bernoulli" in out
+    assert out.count("x (quartiles") == 5

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from cemnet import native
 from cemnet.models import create_model, model_info
 from cemnet.nn import apply_weight_fixation
 from cemnet.timing import Timing, paired_ratio, time_pair
@@ -239,8 +240,14 @@ def run_bench(pairs: tuple[str, ...] = PAIRS, batch_size: int = 100, device: tor
     device = device or torch.device("cpu")
     results = [bench_pair(name, batch_size, device, repeats, warmup, options, memory, twin_options, cuda_graphs)
                for name in pairs]
-    info = {**machine(), "device": str(device), "batch_size": batch_size, "cuda_graphs": cuda_graphs}
+    info = {**machine(), "device": str(device), "batch_size": batch_size, "cuda_graphs": cuda_graphs,
+            "noise": noise_backend(device)}
     return {"machine": info, "pairs": results}
+
+
+def noise_backend(device: torch.device) -> str:
+    """What drew the CEMNets' float32 noise factors on ``device``: ``"native"`` (:mod:`cemnet.native`) or ``"torch"``."""
+    return "native" if device.type == "cpu" and native.noise_kernel() is not None else "torch"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -248,7 +255,8 @@ def format_table(report: dict[str, Any]) -> str:
     info = report["machine"]
     lines = [
         f"{info['date']}, {info['cpu']}, {info['threads']} threads, torch {info['torch']}, device {info['device']}, "
-        f"batch {info['batch_size']}" + (", CUDA graphs (memory: eager steps)" if info.get("cuda_graphs") else ""),
+        f"batch {info['batch_size']}" + (", CUDA graphs (memory: eager steps)" if info.get("cuda_graphs") else "")
+        + (f", {info['noise']} noise" if "noise" in info else ""),
         "",
         "| CEMNet / CNN | train step ms (median ± IQR) | ratio ± IQR | inference ms | ratio ± IQR | step memory MiB "
         "| ratio | train img/s |",

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from cemnet import native
 from cemnet.spectral import CONJUGATIONS, check_choice, to_frequency, to_spatial
 
 
@@ -380,20 +381,52 @@ def multiplicative_noise(x: torch.Tensor, sigma: float | Sequence[float], traini
 
     The approximated dropout and Leaky ReLU of the paper (Sec. 3.1.3-3.1.4).
     Several sigmas apply consecutive noise layers in one product: the factor
-    is the product of one draw per sigma, drawn in the same order as the
-    layers would draw them, so a seeded run gives the same numbers (up to
-    rounding) while autograd keeps one factor instead of one per layer.
+    is the product of one independent draw per sigma (:func:`noise_factor`),
+    so autograd keeps one factor instead of one per layer.
     Identity when ``training`` is false or every sigma is zero.
     """
-    sigmas = [s for s in ((sigma,) if isinstance(sigma, (int, float)) else sigma) if s != 0]
+    sigmas = [float(s) for s in ((sigma,) if isinstance(sigma, (int, float)) else sigma) if s != 0]
     if not training or not sigmas:
         return x
     parts = torch.view_as_real(x)  # (B, C, H, W, 2): real and imaginary planes
-    # The factor is drawn as N(1, sigma) directly, so forward and backward are one product each.
-    factor = normal_like(parts, 1.0, sigmas[0])
-    for extra in sigmas[1:]:
-        factor.mul_(normal_like(parts, 1.0, extra))
-    return torch.view_as_complex(parts * factor)
+    # The factor is drawn whole, so forward and backward are one product each.
+    return torch.view_as_complex(parts * noise_factor(parts, sigmas))
+
+
+def noise_factor(like: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """``prod_k N(1, sigma_k)``, independent draws shaped like ``like`` (no autograd history).
+
+    On the CPU in float32 the native kernel (:mod:`cemnet.native`) computes
+    each pair of factors ``(1 + a z1)(1 + b z2)`` in one pass on all threads,
+    with one key per pair drawn from PyTorch's default generator. Elsewhere
+    (other devices and dtypes, ``torch.compile``, ``CEMNET_NATIVE=0``, or no
+    compiler) each sigma is one :func:`normal_like` draw, in order, so a
+    seeded run draws what the layers would draw one by one. Both give the
+    same law; they give different numbers for the same seed.
+    """
+    kernel = _native_kernel_for(like)
+    if kernel is None:
+        factor = normal_like(like, 1.0, sigmas[0])
+        for extra in sigmas[1:]:
+            factor.mul_(normal_like(like, 1.0, extra))
+        return factor
+    factor = torch.empty_like(like)  # dense, so its numel numbers start at data_ptr
+    for start in range(0, len(sigmas), 2):
+        a, b = (*sigmas[start:start + 2], 0.0)[:2]
+        kernel.noise_factor(factor.data_ptr(), factor.numel(), a, b, _native_key(), start > 0)
+    return factor
+
+
+def _native_kernel_for(like: torch.Tensor):
+    """The native kernel module where it applies to ``like`` (float32 on the CPU, eager), else ``None``."""
+    if like.device.type != "cpu" or like.dtype != torch.float32 or torch.compiler.is_compiling():
+        return None
+    return native.noise_kernel()
+
+
+def _native_key() -> int:
+    """A kernel key: 63 bits from PyTorch's default generator, so that ``torch.manual_seed`` decides the draws."""
+    return int(torch.empty((), dtype=torch.int64).random_())
 
 
 # Below this many numbers the helper threads cost more than they save: drawing
@@ -418,8 +451,9 @@ def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.T
     runs in memory order too (``normal_`` into a strided view is many times
     slower than into contiguous memory).
 
-    PyTorch draws CPU Gaussians on one core, and the noise layers draw one per
-    activation. Large CPU tensors (at least :data:`PARALLEL_NORMAL_MIN_NUMEL`
+    PyTorch draws CPU Gaussians on one core, and without the native kernel
+    (:func:`noise_factor`) the noise layers draw one per activation and
+    sigma. Large CPU tensors (at least :data:`PARALLEL_NORMAL_MIN_NUMEL`
     numbers) are therefore split into
     ``torch.get_num_threads()`` chunks, each filled by its own generator on its
     own thread. The first chunk uses the default generator and the others are
@@ -453,7 +487,9 @@ def uniform_mask_dropout(x: torch.Tensor, p: float = 0.5, training: bool = True,
 
     The same law: every number is kept with probability ``1 - p`` (up to the
     ``2^-24`` resolution of a float32 uniform) and scaled by ``1 / (1 - p)``,
-    independently; identity when not ``training``. Any shape and layout.
+    independently; identity when not ``training``. Any shape and layout. The
+    uniforms come from the native kernel where :func:`noise_factor` uses it
+    (float32 on the CPU), else from PyTorch's generator.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
@@ -461,9 +497,15 @@ def uniform_mask_dropout(x: torch.Tensor, p: float = 0.5, training: bool = True,
         return x
     if p == 1.0:  # F.dropout's result, without dividing by zero
         return x.mul_(0.0) if inplace else x * 0.0
-    # One float32 uniform per number from PyTorch's generator, turned into the factor in place:
-    # 0 or 1 / (1 - p). Forward and backward are then one product each, as for F.dropout.
-    factor = torch.empty_like(x).uniform_().ge_(p).mul_(1.0 / (1.0 - p))
+    # The factor 0 or 1 / (1 - p) per number, so that forward and backward are one product each, as
+    # for F.dropout: from the native kernel's generator where it applies (the one the CEMNets' noise
+    # uses), else one float32 uniform from PyTorch's, thresholded in place.
+    kernel = _native_kernel_for(x)
+    if kernel is None:
+        factor = torch.empty_like(x).uniform_().ge_(p).mul_(1.0 / (1.0 - p))
+    else:
+        factor = torch.empty_like(x)  # dense
+        kernel.keep_mask(factor.data_ptr(), factor.numel(), p, _native_key())
     return x.mul_(factor) if inplace else x * factor
 
 

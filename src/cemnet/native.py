@@ -1,0 +1,117 @@
+"""A CPU kernel compiled on first use: the noise factors of the spectral Leaky ReLU and dropout.
+
+PyTorch draws CPU Gaussians serially from one Mersenne Twister, and the noise
+layers need two per activation number (docs/performance.md, item 17).
+``csrc/noise.cpp`` computes each factor ``(1 + a z1) (1 + b z2)`` from the
+Box-Muller pair of a counter-based generator (Threefry-2x32-20) instead: no
+state, so the numbers are computed in vectorised blocks on all of PyTorch's
+intra-op threads, and they depend on the key and their position only (not on
+the thread count). :func:`cemnet.nn.functional.multiplicative_noise` uses it
+for float32 CPU tensors and draws each key from PyTorch's default generator,
+so ``torch.manual_seed`` still decides every number.
+
+The kernel is built with ``torch.utils.cpp_extension`` (a C++ compiler and
+ninja, a dependency of this package) once per source, flags and PyTorch
+build, and cached under ``torch.utils.cpp_extension.get_default_build_root()``
+(``TORCH_EXTENSIONS_DIR``). The environment variable ``CEMNET_NATIVE`` decides:
+``auto`` (default) builds it and falls back to PyTorch's generator with a
+warning when that fails, ``0`` never builds it, ``1`` makes a failed build an
+error. A seeded run gives different (equally distributed) numbers with and
+without the kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+NATIVE_ENV = "CEMNET_NATIVE"
+SOURCE = Path(__file__).with_name("csrc") / "noise.cpp"
+_SETTINGS = {"auto": "auto", "": "auto", "0": "off", "off": "off", "1": "require", "on": "require"}
+
+
+def native_setting() -> str:
+    """``"auto"``, ``"off"`` or ``"require"``, from ``CEMNET_NATIVE`` (unset: ``"auto"``)."""
+    value = os.environ.get(NATIVE_ENV, "auto").strip().lower()
+    if value not in _SETTINGS:
+        raise ValueError(f"{NATIVE_ENV} must be 'auto', '0' or '1', got {value!r}")
+    return _SETTINGS[value]
+
+
+def build_flags() -> tuple[list[str], list[str]]:
+    """Compiler and linker flags for this machine.
+
+    ``-ffast-math`` lets GCC call glibc's vector ``logf``/``cosf`` (libmvec
+    declares them only under it); it is a compile flag only, since linking a
+    shared library with it would add ``crtfastmath.o`` and flush denormals to
+    zero in the whole process.
+    """
+    compile_flags, link_flags = ["-O3", "-ffast-math"], []
+    if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        compile_flags += ["-mavx2", "-mfma"]
+        if sys.platform.startswith("linux"):
+            link_flags.append("-lmvec")
+    return compile_flags, link_flags
+
+
+@functools.cache
+def noise_kernel() -> ModuleType | None:
+    """The compiled module (``noise_factor``, ``threefry_words``), or ``None`` where it is off or failed to build."""
+    setting = native_setting()
+    if setting == "off":
+        return None
+    try:
+        return _build()
+    except Exception as error:  # a missing compiler or ninja, a failed compilation, a failed load
+        if setting == "require":
+            raise RuntimeError(f"{NATIVE_ENV}=1 but the native noise kernel could not be built: {error}") from error
+        first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        warnings.warn(
+            f"cemnet: the native CPU noise kernel could not be built ({type(error).__name__}: {first_line}); "
+            f"the noise layers draw with PyTorch's generator instead (set {NATIVE_ENV}=0 to skip the build)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _build() -> ModuleType:
+    # Imported here: it is slow to import, and only a build or a load needs it.
+    from torch.utils import cpp_extension
+
+    compile_flags, link_flags = build_flags()
+    identity = "\n".join([SOURCE.read_text(), *compile_flags, *link_flags, torch.__version__, sys.version])
+    name = f"cemnet_noise_{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    directory = Path(cpp_extension.get_default_build_root()) / name
+    directory.mkdir(parents=True, exist_ok=True)
+    if not any(directory.glob(f"{name}.*")):
+        print(f"cemnet: compiling the native CPU noise kernel into {directory} (once; 10-60 s)", file=sys.stderr)
+    with _ninja_on_path():
+        return cpp_extension.load(
+            name, [str(SOURCE)], extra_cflags=compile_flags, extra_ldflags=link_flags, build_directory=str(directory)
+        )
+
+
+@contextlib.contextmanager
+def _ninja_on_path():
+    """``torch.utils.cpp_extension`` runs ``ninja`` from ``PATH``; the ``ninja`` package's may not be on it."""
+    original = os.environ.get("PATH", "")
+    try:
+        import ninja
+
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, original])
+    except ImportError:
+        pass
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = original
