@@ -184,3 +184,14 @@ def test_loading_the_kernel_keeps_denormals(kernel):
     # Linking a shared library with -ffast-math would flush denormals to zero in the whole process.
     tiny = torch.tensor([1e-39])
     assert (tiny * 1.0).item() > 0
+
+
+def test_build_goes_to_torch_extensions_dir_and_says_so(kernel, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    built = native._build()  # a cold build, as on a fresh machine (about 10 s)
+    assert "compiling the native CPU noise kernel" in capsys.readouterr().err
+    (directory,) = tmp_path.iterdir()
+    assert built.__name__.startswith(directory.name) and any(directory.glob(f"{built.__name__}.*"))
+    assert factors(built, 5, 0.1, 0.2, key=3).tolist() == factors(kernel, 5, 0.1, 0.2, key=3).tolist()
+    native._build()  # built already: loaded without a word
+    assert capsys.readouterr().err == ""

@@ -12,9 +12,9 @@ so ``torch.manual_seed`` still decides every number.
 
 The kernel is built with ``torch.utils.cpp_extension`` (a C++ compiler and
 ninja, a dependency of this package) once per source, flags and PyTorch
-build, and cached under ``torch.utils.cpp_extension.get_default_build_root()``
-(``TORCH_EXTENSIONS_DIR``). The environment variable ``CEMNET_NATIVE`` decides:
-``auto`` (default) builds it and falls back to PyTorch's generator with a
+build, about 10 s, and cached in ``$TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions``). The environment variable ``CEMNET_NATIVE``
+decides: ``auto`` (default) builds it and falls back to PyTorch's generator with a
 warning when that fails, ``0`` never builds it, ``1`` makes a failed build an
 error. A seeded run gives different (equally distributed) numbers with and
 without the kernel.
@@ -91,10 +91,11 @@ def _build() -> ModuleType:
     compile_flags, link_flags = build_flags()
     identity = "\n".join([SOURCE.read_text(), *compile_flags, *link_flags, torch.__version__, sys.version])
     name = f"cemnet_noise_{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
-    directory = Path(cpp_extension.get_default_build_root()) / name
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    directory = Path(root) / name
     directory.mkdir(parents=True, exist_ok=True)
-    if not any(directory.glob(f"{name}.*")):
-        print(f"cemnet: compiling the native CPU noise kernel into {directory} (once; 10-60 s)", file=sys.stderr)
+    if not any(path.suffix in (".so", ".pyd") for path in directory.iterdir()):  # nothing built here yet
+        print(f"cemnet: compiling the native CPU noise kernel into {directory} (once, about 10 s)", file=sys.stderr)
     with _ninja_on_path():
         return cpp_extension.load(
             name, [str(SOURCE)], extra_cflags=compile_flags, extra_ldflags=link_flags, build_directory=str(directory)
