@@ -80,6 +80,12 @@ def test_each_gaussian_of_the_pair_is_standard_and_the_two_are_independent(kerne
     assert abs(torch.corrcoef(torch.stack([z1**2, z2**2]))[0, 1].item()) < 0.005  # not just uncorrelated
 
 
+def test_kernel_runs_on_pytorchs_threads(kernel):
+    if torch.get_num_threads() < 2:
+        pytest.skip("one intra-op thread")
+    assert kernel.parallel_threads() == torch.get_num_threads()
+
+
 def test_factors_depend_on_key_and_position_only(kernel):
     threads = torch.get_num_threads()
     try:

@@ -48,7 +48,7 @@ def native_setting() -> str:
 
 
 def build_flags() -> tuple[list[str], list[str]]:
-    """Compiler and linker flags for this machine.
+    """Compiler and linker flags for this machine and this PyTorch.
 
     ``-ffast-math`` lets GCC call glibc's vector ``logf``/``cosf`` (libmvec
     declares them only under it); it is a compile flag only, since linking a
@@ -56,6 +56,11 @@ def build_flags() -> tuple[list[str], list[str]]:
     zero in the whole process.
     """
     compile_flags, link_flags = ["-O3", "-ffast-math"], []
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        # at::parallel_for is OpenMP inlined from PyTorch's headers: without the flag it runs serially. Not
+        # linked with it: the OpenMP symbols then resolve to PyTorch's own runtime, so the kernel runs on
+        # PyTorch's threads (a second runtime's threads would compete with them for the cores).
+        compile_flags.append("-fopenmp")
     if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         compile_flags += ["-mavx2", "-mfma"]
         if sys.platform.startswith("linux"):

@@ -401,8 +401,10 @@ class UniformMaskDropout(nn.Dropout):
     serially in double precision, about 17 ns per number on this project's
     AMD EPYC VM against about 7 ns for one float32 uniform
     (docs/performance.md, "The CNN's dropout on this CPU"). This layer thresholds one
-    uniform per number instead, so a CNN's dropout costs about what the
-    CEMNet's Gaussian noise costs per number on any CPU. Every number is kept
+    uniform per number instead, drawn by the generator that draws the
+    CEMNets' noise (:mod:`cemnet.native` on the CPU where it is built, else
+    PyTorch's), so that comparing the twins compares their layers, not their
+    random number generators. Every number is kept
     with probability ``1 - p`` and scaled by ``1 / (1 - p)`` as by
     ``nn.Dropout`` (:func:`cemnet.nn.functional.uniform_mask_dropout`); the
     draws themselves differ, so seeded runs differ from ``nn.Dropout``'s.
