@@ -2,7 +2,10 @@
 
 Usage: python benchmarks/noise_kernel.py [MODEL] [-O key=value ...] [--batch-size 100] [--repeats 41]
 
-Times, in turn every repetition, the CEMNet preset (options ``-O``) with its
+First times the noise factors alone, as the CEMNet's training step draws
+them (the shapes and sigmas recorded from one step), each draw after a
+parallel PyTorch operation as inside a step, with the kernel and with
+PyTorch's generator. Then times, in turn every repetition, the CEMNet preset (options ``-O``) with its
 noise from :mod:`cemnet.native` and from PyTorch's generator, its CNN twin
 with ``nn.Dropout`` (what ``cemnet bench`` compares with) and the twin with
 ``dropout_mask="uniform"`` from each generator, and prints the ratios: what
@@ -18,6 +21,7 @@ from _interleaved import add_step_arguments, ratio_line
 from cemnet import native
 from cemnet.bench import training_step
 from cemnet.models import model_info
+from cemnet.nn import functional as SF
 from cemnet.timing import time_interleaved
 from cemnet.train import resolve_device
 
@@ -33,13 +37,6 @@ if kernel is None:
     raise SystemExit(f"the native kernel is off or could not be built ({native.NATIVE_ENV}); nothing to compare")
 twin = model_info(args.model).twin
 options = dict(args.options)
-variants = {  # label -> (preset, options, noise kernel or None for PyTorch's generator)
-    f"{args.model} native": (args.model, options, kernel),
-    f"{args.model} torch": (args.model, options, None),
-    f"{twin} bernoulli": (twin, {}, kernel),  # nn.Dropout draws with PyTorch's generator either way
-    f"{twin} uniform native": (twin, {"dropout_mask": "uniform"}, kernel),
-    f"{twin} uniform torch": (twin, {"dropout_mask": "uniform"}, None),
-}
 
 
 def with_kernel(step, module):
@@ -49,6 +46,40 @@ def with_kernel(step, module):
 
     return run
 
+
+draws = []  # (shape, sigmas) of each noise factor of one CEMNet step
+drawing = SF.noise_factor
+
+
+def recording(like, sigmas):
+    draws.append((tuple(like.shape), tuple(sigmas)))
+    return drawing(like, sigmas)
+
+
+SF.noise_factor = recording  # the layers look it up on every call
+training_step(args.model, args.batch_size, device, options)[2]()
+SF.noise_factor = drawing
+busy = torch.randn(2_000_000)
+print(f"noise factors of one {args.model} step alone, each after a parallel operation, {args.repeats} repetitions:")
+for shape, sigmas in draws:
+    like = torch.empty(shape)
+
+    def draw(like=like, sigmas=sigmas):
+        busy.mul_(1.0)  # leaves PyTorch's OpenMP worker spinning, as the layers before a noise layer do
+        SF.noise_factor(like, sigmas)
+
+    native_time, torch_time = time_interleaved([with_kernel(draw, kernel), with_kernel(draw, None)], args.repeats,
+                                               args.warmup, device)
+    print(ratio_line(f"{shape} sigmas {sigmas}: native / PyTorch's", native_time, torch_time, width=56)
+          + f", {native_time.median * 1e3:.2f} / {torch_time.median * 1e3:.2f} ms")
+
+variants = {  # label -> (preset, options, noise kernel or None for PyTorch's generator)
+    f"{args.model} native": (args.model, options, kernel),
+    f"{args.model} torch": (args.model, options, None),
+    f"{twin} bernoulli": (twin, {}, kernel),  # nn.Dropout draws with PyTorch's generator either way
+    f"{twin} uniform native": (twin, {"dropout_mask": "uniform"}, kernel),
+    f"{twin} uniform torch": (twin, {"dropout_mask": "uniform"}, None),
+}
 
 steps = [with_kernel(training_step(name, args.batch_size, device, opts)[2], module)
          for name, opts, module in variants.values()]
