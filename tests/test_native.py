@@ -1,5 +1,7 @@
 """The native CPU noise kernel (cemnet.native): its generator, its law, and how the noise layers use it."""
 
+import os
+import time
 import warnings
 
 import pytest
@@ -201,3 +203,10 @@ def test_build_goes_to_torch_extensions_dir_and_says_so(kernel, tmp_path, monkey
     assert factors(built, 5, 0.1, 0.2, key=3).tolist() == factors(kernel, 5, 0.1, 0.2, key=3).tolist()
     native._build()  # built already: loaded without a word
     assert capsys.readouterr().err == ""
+    lock = directory / "lock"  # what a killed build leaves; PyTorch would wait for it forever
+    lock.touch()
+    old = time.time() - native.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="removing the build lock"):
+        native._build()
+    assert not lock.exists()

@@ -28,6 +28,7 @@ import hashlib
 import os
 import platform
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -99,12 +100,29 @@ def _build() -> ModuleType:
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
     directory = Path(root) / name
     directory.mkdir(parents=True, exist_ok=True)
+    _remove_stale_lock(directory / "lock")
     if not any(path.suffix in (".so", ".pyd") for path in directory.iterdir()):  # nothing built here yet
         print(f"cemnet: compiling the native CPU noise kernel into {directory} (once, about 10 s)", file=sys.stderr)
     with _ninja_on_path():
         return cpp_extension.load(
             name, [str(SOURCE)], extra_cflags=compile_flags, extra_ldflags=link_flags, build_directory=str(directory)
         )
+
+
+# A build takes about 10 s; torch.utils.cpp_extension waits without end on the lock file of a
+# build that was killed (SIGKILL, out of memory), so an older lock is taken for a dead one.
+STALE_LOCK_S = 600
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        warnings.warn(f"cemnet: removing the build lock {lock}, {age:.0f} s old (a killed build?)", RuntimeWarning,
+                      stacklevel=4)
+        lock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
