@@ -17,12 +17,12 @@ def _seed():
 
 
 @pytest.fixture(params=["native", "torch"])
-def noise_backend(request, monkeypatch) -> str:
-    """Run a test with the native CPU noise kernel (skipped where it is not built) and with PyTorch's generator."""
+def native_backend(request, monkeypatch) -> str:
+    """Run a test with the native CPU kernels (skipped where they are not built) and with PyTorch's operations."""
     if request.param == "torch":
-        monkeypatch.setattr(native, "noise_kernel", lambda: None)
-    elif native.noise_kernel() is None:
-        pytest.skip(f"the native noise kernel is off or could not be built ({native.NATIVE_ENV}, compiler, ninja)")
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    elif native.kernels() is None:
+        pytest.skip(f"the native kernels are off or could not be built ({native.NATIVE_ENV}, compiler, ninja)")
     return request.param
 
 

@@ -22,9 +22,9 @@ def test_bench_reports_both_twins_and_their_ratios():
         assert pair[side]["train_step_s"] > 0 and pair[side]["inference_s"] > 0
     assert pair["ratio"]["train_step_s"] > 0 and pair["ratio_iqr"]["train_step_s"] >= 0
     assert report["machine"]["torch"] == torch.__version__
-    assert report["machine"]["noise"] == ("native" if native.noise_kernel() is not None else "torch")
+    assert report["machine"]["kernels"] == ("native" if native.kernels() is not None else "torch")
     table = format_table(report)
-    assert "cemnet-mnist / lenet5" in table and "n/a" in table and f"{report['machine']['noise']} noise" in table
+    assert "cemnet-mnist / lenet5" in table and "n/a" in table and f"{report['machine']['kernels']} kernels" in table
 
 
 def test_bench_passes_twin_options_to_the_cnn_only():

@@ -51,11 +51,12 @@ def test_dropout_masks_benchmark_prints_the_three_ratios():
     assert "cemnet-mnist uniform / lenet5 uniform" in out and "lenet5 uniform / lenet5 bernoulli" in out
 
 
-def test_noise_kernel_benchmark_prints_the_factor_and_step_ratios():
-    if native.noise_kernel() is None:
-        pytest.skip("the native noise kernel is off or could not be built")
-    out = run_script("benchmarks/noise_kernel.py", "cemnet-mnist", "-O", "half_spectrum=true", "--batch-size", "2",
+def test_native_kernels_benchmark_prints_the_pieces_and_step_ratios():
+    if native.kernels() is None:
+        pytest.skip("the native kernels are off or could not be built")
+    out = run_script("benchmarks/native_kernels.py", "cemnet-mnist", "-O", "half_spectrum=true", "--batch-size", "2",
                      "--repeats", "2", "--warmup", "0")
     assert "cemnet-mnist native / cemnet-mnist torch" in out and "lenet5 uniform native / lenet5 bernoulli" in out
-    assert "(2, 6, 28, 15, 2) sigmas (0.125, 0.25): native / PyTorch's" in out  # the first block's noise alone
-    assert out.count("x (quartiles") == 5 + 2  # two noise blocks, five step ratios
+    assert "noise factor (2, 6, 28, 15, 2) sigmas (0.125, 0.25): native / PyTorch" in out  # the first block's noise
+    assert "batch norm (2, 16, 14, 8), forward + backward: native / PyTorch" in out  # the second block's norm
+    assert out.count("x (quartiles") == 2 + 2 + 5  # two noise blocks, two batch norms, five step ratios

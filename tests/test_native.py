@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cemnet import native
+from cemnet import nn as cnn
 from cemnet.nn import functional as SF
 
 N = 1_000_000
@@ -15,9 +16,9 @@ N = 1_000_000
 
 @pytest.fixture(scope="module")
 def kernel():
-    module = native.noise_kernel()
+    module = native.kernels()
     if module is None:
-        pytest.skip(f"the native noise kernel is off or could not be built ({native.NATIVE_ENV}, compiler, ninja)")
+        pytest.skip(f"the native kernels are off or could not be built ({native.NATIVE_ENV}, compiler, ninja)")
     return module
 
 
@@ -166,26 +167,26 @@ def test_failed_build_warns_and_falls_back_unless_required(monkeypatch):
 
     monkeypatch.setattr(native, "_build", broken_build)
     try:
-        native.noise_kernel.cache_clear()
+        native.kernels.cache_clear()
         monkeypatch.setenv(native.NATIVE_ENV, "auto")
         with pytest.warns(RuntimeWarning, match="could not be built .*no compiler"):
-            assert native.noise_kernel() is None
-        native.noise_kernel.cache_clear()
+            assert native.kernels() is None
+        native.kernels.cache_clear()
         monkeypatch.setenv(native.NATIVE_ENV, "1")
         with pytest.raises(RuntimeError, match="CEMNET_NATIVE=1"):
-            native.noise_kernel()
-        native.noise_kernel.cache_clear()
+            native.kernels()
+        native.kernels.cache_clear()
         monkeypatch.setenv(native.NATIVE_ENV, "0")
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            assert native.noise_kernel() is None  # off: no build, no warning
+            assert native.kernels() is None  # off: no build, no warning
         x = torch.randn(2, 3, 4, 4, dtype=torch.complex64)
         torch.manual_seed(1)
         expected = torch.view_as_real(x) * SF.normal_like(torch.view_as_real(x), 1.0, 0.2)
         torch.manual_seed(1)
         torch.testing.assert_close(torch.view_as_real(SF.multiplicative_noise(x, 0.2)), expected, rtol=0, atol=0)
     finally:
-        native.noise_kernel.cache_clear()  # the next caller builds (or loads) the real kernel again
+        native.kernels.cache_clear()  # the next caller builds (or loads) the real kernel again
 
 
 def test_loading_the_kernel_keeps_denormals(kernel):
@@ -197,7 +198,7 @@ def test_loading_the_kernel_keeps_denormals(kernel):
 def test_build_goes_to_torch_extensions_dir_and_says_so(kernel, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     built = native._build()  # a cold build, as on a fresh machine (about 10 s)
-    assert "compiling the native CPU noise kernel" in capsys.readouterr().err
+    assert "compiling the native CPU kernels" in capsys.readouterr().err
     (directory,) = tmp_path.iterdir()
     assert built.__name__.startswith(directory.name) and any(directory.glob(f"{built.__name__}.*"))
     assert factors(built, 5, 0.1, 0.2, key=3).tolist() == factors(kernel, 5, 0.1, 0.2, key=3).tolist()
@@ -210,3 +211,45 @@ def test_build_goes_to_torch_extensions_dir_and_says_so(kernel, tmp_path, monkey
     with pytest.warns(RuntimeWarning, match="removing the build lock"):
         native._build()
     assert not lock.exists()
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The same complex (B, C, H, W) values with channels innermost in memory."""
+    return torch.view_as_complex(torch.view_as_real(x).permute(0, 2, 3, 1, 4).contiguous()).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 7, 4), (3, 5, 5, 3)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("offset", [0.3, 40.0])  # the one-pass statistics, then the centred two-pass ones
+def test_batch_norm_equals_pytorchs_operations(kernel, monkeypatch, shape, layout, offset):
+    x = torch.randn(shape, dtype=torch.complex64) * 2 + offset * (1 - 0.5j)
+    x = (_channels_last(x) if layout == "channels_last" else x).requires_grad_()
+    weight, bias = torch.randn(shape[1], 2, requires_grad=True), torch.randn(shape[1], 2, requires_grad=True)
+    grad = torch.randn(shape, dtype=torch.complex64)
+    results = []
+    for kernels in (kernel, None):
+        monkeypatch.setattr(native, "kernels", lambda kernels=kernels: kernels)
+        out, mean, var = SF.spectral_batch_norm_with_stats(x, weight, bias)
+        results.append((out, mean, var, *torch.autograd.grad(out, (x, weight, bias), grad)))
+    for native_value, torch_value in zip(*results):
+        scale = torch_value.abs().max().item()
+        torch.testing.assert_close(native_value, torch_value, rtol=0, atol=2e-5 * max(scale, 1.0))
+    assert results[0][0].stride() == x.stride()  # the output keeps the input's layout
+
+
+def test_batch_norm_layer_uses_the_kernel_and_updates_running_statistics(kernel, monkeypatch):
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(kernel, name)
+
+    monkeypatch.setattr(native, "kernels", lambda: Counting())
+    layer = cnn.SpectralBatchNorm2d(3).train()
+    x = torch.randn(4, 3, 5, 5, dtype=torch.complex64) + 2.0
+    layer(x.requires_grad_()).real.sum().backward()
+    assert calls.count("channel_sums") == 2 and calls.count("channel_affine") == 2  # forward and backward
+    parts = torch.view_as_real(x.detach())
+    expected_mean = 0.1 * parts.mean(dim=(0, 2, 3))  # momentum 0.1 from zeros, per channel and part
+    torch.testing.assert_close(torch.stack([layer.real.running_mean, layer.imag.running_mean], 1), expected_mean)

@@ -252,7 +252,7 @@ NOISE_LAYERS = [
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])  # the native kernel draws float32 only
 @pytest.mark.parametrize("layer,sigma", NOISE_LAYERS)
-def test_noise_layers(layer, sigma, dtype, noise_backend):
+def test_noise_layers(layer, sigma, dtype, native_backend):
     x = torch.full((64, 8, 16, 16), 1 + 1j, dtype=dtype)
     layer.train()
     first, second = layer(x), layer(x)
@@ -311,7 +311,7 @@ def test_block_max_pool_other_kernels_and_repr():
     assert "kernel_size=2" in repr(cnn.BlockMaxPool2d(2))
 
 
-def test_uniform_mask_dropout_has_the_law_of_dropout(noise_backend):
+def test_uniform_mask_dropout_has_the_law_of_dropout(native_backend):
     torch.manual_seed(0)
     x = torch.randn(1000, 1000).abs() + 0.5  # no zeros, so a zero output is a dropped number
     for p in (0.2, 0.5):
@@ -326,7 +326,7 @@ def test_uniform_mask_dropout_has_the_law_of_dropout(noise_backend):
         assert "p=" + str(p) in repr(layer)
 
 
-def test_uniform_mask_dropout_gradient_eval_and_edge_rates(noise_backend):
+def test_uniform_mask_dropout_gradient_eval_and_edge_rates(native_backend):
     x = torch.randn(64, 32, requires_grad=True)
     torch.manual_seed(1)
     out = SF.uniform_mask_dropout(x, 0.5)

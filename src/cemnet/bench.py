@@ -241,13 +241,13 @@ def run_bench(pairs: tuple[str, ...] = PAIRS, batch_size: int = 100, device: tor
     results = [bench_pair(name, batch_size, device, repeats, warmup, options, memory, twin_options, cuda_graphs)
                for name in pairs]
     info = {**machine(), "device": str(device), "batch_size": batch_size, "cuda_graphs": cuda_graphs,
-            "noise": noise_backend(device)}
+            "kernels": native_backend(device)}
     return {"machine": info, "pairs": results}
 
 
-def noise_backend(device: torch.device) -> str:
-    """What drew the CEMNets' float32 noise factors on ``device``: ``"native"`` (:mod:`cemnet.native`) or ``"torch"``."""
-    return "native" if device.type == "cpu" and native.noise_kernel() is not None else "torch"
+def native_backend(device: torch.device) -> str:
+    """What ran the CEMNets' noise and batch norm on ``device``: ``"native"`` (:mod:`cemnet.native`) or ``"torch"``."""
+    return "native" if device.type == "cpu" and native.kernels() is not None else "torch"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -256,7 +256,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"{info['date']}, {info['cpu']}, {info['threads']} threads, torch {info['torch']}, device {info['device']}, "
         f"batch {info['batch_size']}" + (", CUDA graphs (memory: eager steps)" if info.get("cuda_graphs") else "")
-        + (f", {info['noise']} noise" if "noise" in info else ""),
+        + (f", {info['kernels']} kernels" if "kernels" in info else ""),
         "",
         "| CEMNet / CNN | train step ms (median ± IQR) | ratio ± IQR | inference ms | ratio ± IQR | step memory MiB "
         "| ratio | train img/s |",

@@ -1,23 +1,30 @@
-"""A CPU kernel compiled on first use: the noise factors of the spectral Leaky ReLU and dropout.
+"""CPU kernels compiled on first use: the spectral noise factors and the spectral batch norm.
 
-PyTorch draws CPU Gaussians serially from one Mersenne Twister, and the noise
-layers need two per activation number (docs/performance.md, item 17).
-``csrc/noise.cpp`` computes each factor ``(1 + a z1) (1 + b z2)`` from the
-Box-Muller pair of a counter-based generator (Threefry-2x32-20) instead: no
-state, so the numbers are computed in vectorised blocks on all of PyTorch's
-intra-op threads, and they depend on the key and their position only (not on
-the thread count). :func:`cemnet.nn.functional.multiplicative_noise` uses it
-for float32 CPU tensors and draws each key from PyTorch's default generator,
-so ``torch.manual_seed`` still decides every number.
+Two of the CEMNets' layers cost far more on the CPU as PyTorch operations
+than they need to (docs/performance.md, items 17 and 18), and
+``csrc/kernels.cpp`` computes them directly:
 
-The kernel is built with ``torch.utils.cpp_extension`` (a C++ compiler and
-ninja, a dependency of this package) once per source, flags and PyTorch
-build, about 10 s, and cached in ``$TORCH_EXTENSIONS_DIR`` (default
+* the noise factors ``(1 + a z1) (1 + b z2)`` of the approximated Leaky ReLU
+  and dropout (and the keep masks of :class:`cemnet.nn.UniformMaskDropout`).
+  PyTorch draws CPU Gaussians serially from one Mersenne Twister, two per
+  activation number here; the kernel takes the Box-Muller pair of a
+  counter-based generator (Threefry-2x32-20) instead: no state, so the
+  numbers are computed in vectorised blocks on all of PyTorch's intra-op
+  threads, and they depend on the key and their position only (not on the
+  thread count). Each key is drawn from PyTorch's default generator, so
+  ``torch.manual_seed`` still decides every number;
+* the batch norm of the real and imaginary parts, whose statistics and
+  affine maps are one pass each instead of about thirty PyTorch operations.
+
+:mod:`cemnet.nn.functional` uses them for float32 CPU tensors. They are
+built with ``torch.utils.cpp_extension`` (a C++ compiler and ninja, a
+dependency of this package) once per source, flags and PyTorch build, about
+10 s, and cached in ``$TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``). The environment variable ``CEMNET_NATIVE``
-decides: ``auto`` (default) builds it and falls back to PyTorch's generator with a
-warning when that fails, ``0`` never builds it, ``1`` makes a failed build an
-error. A seeded run gives different (equally distributed) numbers with and
-without the kernel.
+decides: ``auto`` (default) builds them and falls back to PyTorch's
+operations with a warning when that fails, ``0`` never builds them, ``1``
+makes a failed build an error. A seeded run draws different (equally
+distributed) noise with and without them.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from types import ModuleType
 import torch
 
 NATIVE_ENV = "CEMNET_NATIVE"
-SOURCE = Path(__file__).with_name("csrc") / "noise.cpp"
+SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
 _SETTINGS = {"auto": "auto", "": "auto", "0": "off", "off": "off", "1": "require", "on": "require"}
 
 
@@ -70,8 +77,9 @@ def build_flags() -> tuple[list[str], list[str]]:
 
 
 @functools.cache
-def noise_kernel() -> ModuleType | None:
-    """The compiled module (``noise_factor``, ``threefry_words``), or ``None`` where it is off or failed to build."""
+def kernels() -> ModuleType | None:
+    """The compiled module (``noise_factor``, ``keep_mask``, ``channel_sums``, ...), or ``None`` where it is off or
+    failed to build."""
     setting = native_setting()
     if setting == "off":
         return None
@@ -79,11 +87,11 @@ def noise_kernel() -> ModuleType | None:
         return _build()
     except Exception as error:  # a missing compiler or ninja, a failed compilation, a failed load
         if setting == "require":
-            raise RuntimeError(f"{NATIVE_ENV}=1 but the native noise kernel could not be built: {error}") from error
+            raise RuntimeError(f"{NATIVE_ENV}=1 but the native kernels could not be built: {error}") from error
         first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         warnings.warn(
-            f"cemnet: the native CPU noise kernel could not be built ({type(error).__name__}: {first_line}); "
-            f"the noise layers draw with PyTorch's generator instead (set {NATIVE_ENV}=0 to skip the build)",
+            f"cemnet: the native CPU kernels could not be built ({type(error).__name__}: {first_line}); "
+            f"the layers use PyTorch's generator and operations instead (set {NATIVE_ENV}=0 to skip the build)",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -96,13 +104,13 @@ def _build() -> ModuleType:
 
     compile_flags, link_flags = build_flags()
     identity = "\n".join([SOURCE.read_text(), *compile_flags, *link_flags, torch.__version__, sys.version])
-    name = f"cemnet_noise_{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    name = f"cemnet_kernels_{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
     directory = Path(root) / name
     directory.mkdir(parents=True, exist_ok=True)
     _remove_stale_lock(directory / "lock")
     if not any(path.suffix in (".so", ".pyd") for path in directory.iterdir()):  # nothing built here yet
-        print(f"cemnet: compiling the native CPU noise kernel into {directory} (once, about 10 s)", file=sys.stderr)
+        print(f"cemnet: compiling the native CPU kernels into {directory} (once, about 10 s)", file=sys.stderr)
     with _ninja_on_path():
         return cpp_extension.load(
             name, [str(SOURCE)], extra_cflags=compile_flags, extra_ldflags=link_flags, build_directory=str(directory)

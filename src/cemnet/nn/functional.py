@@ -267,6 +267,8 @@ class _RowLayout:
         self.per_channel_count = math.prod(self.example) // (shape[1] * 2)  # positions per channel and part
         self.summed_axes = tuple(axis + 1 for axis in range(len(self.example) - 1) if axis != channel_axis)
         self.value_view = tuple(size if axis == channel_axis else 1 for axis, size in enumerate(self.example[:-1]))
+        # One example as (outer, C, inner) blocks in memory, inner ending with the part: for the native kernel.
+        self.blocks = (math.prod(self.example[:channel_axis]), shape[1], math.prod(self.example[channel_axis + 1:]))
 
     def rows(self, parts: torch.Tensor) -> torch.Tensor:
         """``view_as_real`` of a tensor of this shape (any layout) -> ``(B, numel)`` rows in this order."""
@@ -282,6 +284,19 @@ class _RowLayout:
     def per_channel(self, rows: torch.Tensor) -> torch.Tensor:
         """``(K, numel)`` rows -> ``(K, C, 2)``: the sums over each channel's positions, per part."""
         return rows.view(rows.shape[0], *self.example).sum(self.summed_axes)
+
+    def native_sums(self, kernel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(2, C, 2)`` float64 sums of contiguous ``(B, numel)`` rows ``x`` and ``x * y`` (the native kernel)."""
+        sums = torch.empty(2, self.blocks[1], 2, dtype=torch.float64)
+        kernel.channel_sums(x.data_ptr(), y.data_ptr(), x.shape[0], *self.blocks, sums.data_ptr())
+        return sums
+
+    def native_affine(self, kernel, x: torch.Tensor, coefficients: torch.Tensor, y: torch.Tensor | None = None):
+        """``a x + b (+ g y)`` on contiguous rows, ``coefficients`` the stacked ``(2 or 3, C, 2)`` a, b (, g)."""
+        out = torch.empty_like(x)
+        kernel.channel_affine(out.data_ptr(), x.data_ptr(), 0 if y is None else y.data_ptr(), x.shape[0],
+                              *self.blocks, coefficients.contiguous().data_ptr())
+        return out
 
     def broadcast(self, values: torch.Tensor) -> torch.Tensor:
         """``(K, C, 2)`` -> contiguous ``(K, numel)`` rows that broadcast over the batch."""
@@ -336,12 +351,18 @@ class _SpectralBatchNorm(torch.autograd.Function):
     def forward(ctx, x, weight, bias, eps):
         layout, flat = _as_rows(x)
         count = flat.shape[0] * layout.per_channel_count
+        kernel = _native_kernel_for(flat) if flat.is_contiguous() else None
         # The choice reads the statistics: on a GPU that would be a host sync per layer, and
         # torch.compile would break its graph there.
         one_pass = flat.device.type == "cpu" and not torch.compiler.is_compiling()
         if one_pass:
-            mean, mean_square = layout.per_channel(torch.stack((flat.sum(0), flat.square().sum(0)))).div_(count)
-            var = torch.addcmul(mean_square, mean, mean, value=-1)
+            if kernel is not None:  # float64 sums: the one-pass variance loses nothing that float32 keeps
+                mean, mean_square = layout.native_sums(kernel, flat, flat).div_(count)
+                var = torch.addcmul(mean_square, mean, mean, value=-1).to(flat.dtype)
+                mean = mean.to(flat.dtype)
+            else:
+                mean, mean_square = layout.per_channel(torch.stack((flat.sum(0), flat.square().sum(0)))).div_(count)
+                var = torch.addcmul(mean_square, mean, mean, value=-1)
             one_pass = bool((mean.square() <= ONE_PASS_MAX_MEAN_RATIO * var).all())
         else:
             mean = layout.per_channel(flat.sum(0)[None])[0].div_(count)
@@ -351,8 +372,12 @@ class _SpectralBatchNorm(torch.autograd.Function):
             var = layout.per_channel(saved.square().sum(0)[None])[0].div_(count)
         invstd = torch.rsqrt(var + eps)
         scale = weight * invstd
-        scale_row, shift_row = layout.broadcast(torch.stack((scale, torch.addcmul(bias, offset, scale, value=-1))))
-        out = torch.addcmul(shift_row, saved, scale_row)
+        coefficients = torch.stack((scale, torch.addcmul(bias, offset, scale, value=-1)))
+        if kernel is not None:
+            out = layout.native_affine(kernel, saved, coefficients)
+        else:
+            scale_row, shift_row = layout.broadcast(coefficients)
+            out = torch.addcmul(shift_row, saved, scale_row)
         ctx.layout = layout
         ctx.save_for_backward(saved, offset, scale, invstd)
         ctx.mark_non_differentiable(mean, var)
@@ -365,14 +390,23 @@ class _SpectralBatchNorm(torch.autograd.Function):
         layout = ctx.layout
         grad = layout.rows(torch.view_as_real(grad))
         count = grad.shape[0] * layout.per_channel_count
-        grad_bias, grad_dot = layout.per_channel(torch.stack((grad.sum(0), (grad * saved).sum(0))))
+        kernel = _native_kernel_for(saved) if saved.is_contiguous() else None
+        if kernel is not None:
+            grad = grad.contiguous()
+            grad_bias, grad_dot = layout.native_sums(kernel, grad, saved).to(grad.dtype)
+        else:
+            grad_bias, grad_dot = layout.per_channel(torch.stack((grad.sum(0), (grad * saved).sum(0))))
         # sum of grad * (x - mean) * invstd: the gradient of the weight
         grad_weight = torch.addcmul(grad_dot, offset, grad_bias, value=-1).mul_(invstd)
         # d input = w invstd (grad - mean(grad) - xhat mean(grad xhat)), as one affine map of grad and saved.
         slope = scale * invstd * grad_weight / -count
         shift = torch.addcmul(scale * grad_bias / -count, offset, slope, value=-1)
-        slope_row, shift_row, scale_row = layout.broadcast(torch.stack((slope, shift, scale)))
-        grad_input = torch.addcmul(shift_row, saved, slope_row).addcmul_(grad, scale_row)
+        coefficients = torch.stack((slope, shift, scale))
+        if kernel is not None:
+            grad_input = layout.native_affine(kernel, saved, coefficients, grad)
+        else:
+            slope_row, shift_row, scale_row = layout.broadcast(coefficients)
+            grad_input = torch.addcmul(shift_row, saved, slope_row).addcmul_(grad, scale_row)
         return layout.restore(grad_input), grad_weight, grad_bias, None
 
 
@@ -421,7 +455,7 @@ def _native_kernel_for(like: torch.Tensor):
     """The native kernel module where it applies to ``like`` (float32 on the CPU, eager), else ``None``."""
     if like.device.type != "cpu" or like.dtype != torch.float32 or torch.compiler.is_compiling():
         return None
-    return native.noise_kernel()
+    return native.kernels()
 
 
 def _native_key() -> int:

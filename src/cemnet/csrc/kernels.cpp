@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 namespace {
@@ -147,6 +148,84 @@ void threefry_words(uintptr_t out_address, int64_t n, uint64_t first, uint64_t k
   });
 }
 
+// Batch norm of the real and imaginary parts (cemnet.nn.functional's spectral batch norm), whose
+// composed PyTorch version costs about thirty operations each way. Each of the `batch` examples
+// is `outer * channels * inner` floats in memory; the float at (o, c, i) belongs to channel c and
+// to part i % 2 (inner is even: the real/imaginary pairs are innermost). Coefficients and sums
+// are indexed k = 2 c + part.
+
+// sums[k] = sum of x, sums[2 C + k] = sum of x * y over the batch and the positions (double).
+void channel_sums(uintptr_t x_address, uintptr_t y_address, int64_t batch, int64_t outer, int64_t channels,
+                  int64_t inner, uintptr_t sums_address) {
+  const float* x = reinterpret_cast<const float*>(x_address);
+  const float* y = reinterpret_cast<const float*>(y_address);
+  double* sums = reinterpret_cast<double*>(sums_address);
+  const int64_t pairs = 2 * channels, example = outer * channels * inner;
+  std::vector<double> total(2 * pairs, 0.0);
+  std::mutex lock;
+  pybind11::gil_scoped_release no_gil;
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> local(2 * pairs, 0.0);
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t c = 0; c < channels; ++c) {
+          const int64_t offset = b * example + (o * channels + c) * inner;
+          const float* xs = x + offset;
+          const float* ys = y + offset;
+          float sx[2] = {0.0f, 0.0f}, sxy[2] = {0.0f, 0.0f};  // one row of one channel: short float sums
+          for (int64_t i = 0; i < inner; i += 2) {
+            sx[0] += xs[i];
+            sx[1] += xs[i + 1];
+            sxy[0] += xs[i] * ys[i];
+            sxy[1] += xs[i + 1] * ys[i + 1];
+          }
+          local[2 * c] += sx[0];
+          local[2 * c + 1] += sx[1];
+          local[pairs + 2 * c] += sxy[0];
+          local[pairs + 2 * c + 1] += sxy[1];
+        }
+      }
+    }
+    std::lock_guard<std::mutex> guard(lock);
+    for (int64_t k = 0; k < 2 * pairs; ++k) total[k] += local[k];
+  });
+  std::copy(total.begin(), total.end(), sums);
+}
+
+// out = a[k] x + b[k] (+ g[k] y where y_address is not 0), with the coefficients a, b, g of
+// 2 C floats each, one after the other at coefficients_address. out may be x or y.
+void channel_affine(uintptr_t out_address, uintptr_t x_address, uintptr_t y_address, int64_t batch, int64_t outer,
+                    int64_t channels, int64_t inner, uintptr_t coefficients_address) {
+  float* out = reinterpret_cast<float*>(out_address);
+  const float* x = reinterpret_cast<const float*>(x_address);
+  const float* y = reinterpret_cast<const float*>(y_address);
+  const float* coefficients = reinterpret_cast<const float*>(coefficients_address);
+  const int64_t pairs = 2 * channels;
+  pybind11::gil_scoped_release no_gil;
+  at::parallel_for(0, batch * outer * channels, 16, [=](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {  // row = (b * outer + o) * channels + c
+      const int64_t c = row % channels, offset = row * inner;
+      const float a[2] = {coefficients[2 * c], coefficients[2 * c + 1]};
+      const float shift[2] = {coefficients[pairs + 2 * c], coefficients[pairs + 2 * c + 1]};
+      float* target = out + offset;
+      const float* xs = x + offset;
+      if (y == nullptr) {
+        for (int64_t i = 0; i < inner; i += 2) {
+          target[i] = a[0] * xs[i] + shift[0];
+          target[i + 1] = a[1] * xs[i + 1] + shift[1];
+        }
+      } else {
+        const float g[2] = {coefficients[2 * pairs + 2 * c], coefficients[2 * pairs + 2 * c + 1]};
+        const float* ys = y + offset;
+        for (int64_t i = 0; i < inner; i += 2) {
+          target[i] = a[0] * xs[i] + shift[0] + g[0] * ys[i];
+          target[i + 1] = a[1] * xs[i + 1] + shift[1] + g[1] * ys[i + 1];
+        }
+      }
+    }
+  });
+}
+
 // How many of PyTorch's intra-op threads a parallel_for of this library runs on (1 if it was
 // built without the thread pool's OpenMP): for the test that the kernel is not serial.
 int64_t parallel_threads() {
@@ -164,6 +243,8 @@ int64_t parallel_threads() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("noise_factor", &noise_factor, "Fill (or multiply) n float32 numbers with (1 + a z1)(1 + b z2)");
   module.def("keep_mask", &keep_mask, "Fill n float32 numbers with a dropout keep mask of rate p, scaled");
+  module.def("channel_sums", &channel_sums, "Per channel and part sums of x and x * y (batch norm statistics)");
+  module.def("channel_affine", &channel_affine, "out = a x + b (+ g y) per channel and part");
   module.def("parallel_threads", &parallel_threads, "Threads a parallel_for of this module runs on");
   module.def("threefry_words", &threefry_words, "Threefry-2x32-20 words of counters first..first+n-1 under a key");
 }

@@ -1,0 +1,124 @@
+"""What the native CPU kernels change: their layers alone and each twin's step, with them and without, in one process.
+
+Usage: python benchmarks/native_kernels.py [MODEL] [-O key=value ...] [--batch-size 100] [--repeats 41]
+
+First times, with :mod:`cemnet.native` and with PyTorch's generator and
+operations, the pieces the kernels compute as one training step of the
+CEMNet preset (options ``-O``) meets them (shapes recorded from one step):
+each noise factor, drawn after a parallel PyTorch operation as inside a step,
+and each spectral batch norm, forward and backward. Then times, in turn every
+repetition, the CEMNet's step with and without the kernels, its CNN twin with
+``nn.Dropout`` (what ``cemnet bench`` compares with) and the twin with
+``dropout_mask="uniform"`` with and without the kernels' generator, and
+prints the ratios: what the kernels save the CEMNet, and the CEMNet against a
+CNN whose dropout draws from the same generator (docs/performance.md, items 17
+and 18).
+"""
+
+import argparse
+
+import torch
+from _interleaved import add_step_arguments, ratio_line
+
+from cemnet import native
+from cemnet import nn as cnn
+from cemnet.bench import training_step
+from cemnet.models import model_info
+from cemnet.nn import functional as SF
+from cemnet.timing import time_interleaved
+from cemnet.train import resolve_device
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+add_step_arguments(parser)
+args = parser.parse_args()
+
+device = resolve_device(args.device)
+if device.type != "cpu":
+    raise SystemExit("the native kernels are CPU kernels: run this on the CPU")
+kernels = native.kernels()
+if kernels is None:
+    raise SystemExit(f"the native kernels are off or could not be built ({native.NATIVE_ENV}); nothing to compare")
+twin = model_info(args.model).twin
+options = dict(args.options)
+
+
+def with_kernels(call, module):
+    def run():
+        native.kernels = lambda: module  # what cemnet.nn.functional asks for on every call
+        return call()
+
+    return run
+
+
+def native_over_torch(label, call):
+    """Time ``call`` with and without the kernels, interleaved; print the ratio and both medians."""
+    with_native, with_torch = time_interleaved([with_kernels(call, kernels), with_kernels(call, None)], args.repeats,
+                                               args.warmup, device)
+    print(ratio_line(f"{label}: native / PyTorch", with_native, with_torch, width=64)
+          + f", {with_native.median * 1e3:.2f} / {with_torch.median * 1e3:.2f} ms")
+
+
+# One step, recording the shapes the kernels see.
+draws, norms = [], []  # (shape, sigmas) of each noise factor; the input shape of each spectral batch norm
+drawing = SF.noise_factor
+
+
+def recording(like, sigmas):
+    draws.append((tuple(like.shape), tuple(sigmas)))
+    return drawing(like, sigmas)
+
+
+SF.noise_factor = recording  # the layers look it up on every call
+model, _, step = training_step(args.model, args.batch_size, device, options)
+hooks = [module.register_forward_pre_hook(lambda module, inputs: norms.append(tuple(inputs[0].shape)))
+         for module in model.modules() if isinstance(module, cnn.SpectralBatchNorm2d)]
+step()
+SF.noise_factor = drawing
+for hook in hooks:
+    hook.remove()
+
+print(f"the pieces of one {args.model} step alone, {args.repeats} repetitions:")
+busy = torch.randn(2_000_000)
+for shape, sigmas in draws:
+    like = torch.empty(shape)
+
+    def draw(like=like, sigmas=sigmas):
+        busy.mul_(1.0)  # leaves PyTorch's OpenMP worker spinning, as the layers before a noise layer do
+        SF.noise_factor(like, sigmas)
+
+    native_over_torch(f"noise factor {shape} sigmas {sigmas}", draw)
+for shape in norms:
+    x = torch.randn(shape, dtype=torch.complex64, requires_grad=True)
+    weight, bias = torch.randn(shape[1], 2, requires_grad=True), torch.randn(shape[1], 2, requires_grad=True)
+    grad = torch.randn(shape, dtype=torch.complex64)
+
+    def normalise(x=x, weight=weight, bias=bias, grad=grad):
+        out = SF.spectral_batch_norm_with_stats(x, weight, bias)[0]
+        torch.autograd.grad(out, (x, weight, bias), grad)
+
+    native_over_torch(f"batch norm {shape}, forward + backward", normalise)
+
+variants = {  # label -> (preset, options, kernels module or None for PyTorch's generator and operations)
+    f"{args.model} native": (args.model, options, kernels),
+    f"{args.model} torch": (args.model, options, None),
+    f"{twin} bernoulli": (twin, {}, kernels),  # nn.Dropout draws with PyTorch's generator either way
+    f"{twin} uniform native": (twin, {"dropout_mask": "uniform"}, kernels),
+    f"{twin} uniform torch": (twin, {"dropout_mask": "uniform"}, None),
+}
+steps = [with_kernels(training_step(name, args.batch_size, device, opts)[2], module)
+         for name, opts, module in variants.values()]
+timings = dict(zip(variants, time_interleaved(steps, args.repeats, args.warmup, device)))
+
+described = f"{args.model} {options}" if options else args.model
+print(f"{described} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
+      f"{args.repeats} interleaved repetitions")
+print("step medians: " + ", ".join(f"{label} {timing.median * 1e3:.2f} ms" for label, timing in timings.items()))
+comparisons = (
+    (f"{args.model} native", f"{twin} bernoulli"),  # what `cemnet bench` reports
+    (f"{args.model} torch", f"{twin} bernoulli"),  # the same without the kernels
+    (f"{args.model} native", f"{args.model} torch"),  # what the kernels save the CEMNet
+    (f"{args.model} native", f"{twin} uniform native"),  # both twins drawing from the kernels' generator
+    (f"{twin} uniform native", f"{twin} bernoulli"),  # what the kernels' generator would save the CNN
+)
+for numerator, denominator in comparisons:
+    print(ratio_line(f"{numerator} / {denominator}", timings[numerator], timings[denominator], width=56))
