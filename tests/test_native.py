@@ -253,3 +253,25 @@ def test_batch_norm_layer_uses_the_kernel_and_updates_running_statistics(kernel,
     parts = torch.view_as_real(x.detach())
     expected_mean = 0.1 * parts.mean(dim=(0, 2, 3))  # momentum 0.1 from zeros, per channel and part
     torch.testing.assert_close(torch.stack([layer.real.running_mean, layer.imag.running_mean], 1), expected_mean)
+
+
+def test_eval_batch_norm_uses_the_kernel_only_without_autograd(kernel, monkeypatch):
+    layer = cnn.SpectralBatchNorm2d(4)
+    with torch.no_grad():
+        for module in (layer.real, layer.imag):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.uniform_(0.5, 2)
+            module.bias.uniform_(-1, 1)
+    layer.eval()
+    x = _channels_last(torch.randn(3, 4, 6, 4, dtype=torch.complex64))
+    outputs = []
+    for kernels in (kernel, None):
+        monkeypatch.setattr(native, "kernels", lambda kernels=kernels: kernels)
+        with torch.no_grad():
+            outputs.append(layer(x))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(native, "kernels", lambda: kernel)
+    out = layer(x)  # gradients asked for (the weights): PyTorch's operations, which autograd follows
+    out.real.sum().backward()
+    assert layer.real.weight.grad is not None and layer.real.weight.grad.abs().sum() > 0

@@ -208,7 +208,13 @@ def spectral_batch_norm(
         raise ValueError("evaluation needs running statistics")
     layout, rows = _as_rows(x)
     scale = weight * torch.rsqrt(running_var + eps)
-    scale_row, shift_row = layout.broadcast(torch.stack((scale, torch.addcmul(bias, running_mean, scale, value=-1))))
+    coefficients = torch.stack((scale, torch.addcmul(bias, running_mean, scale, value=-1)))
+    # The native map has no autograd: only where nothing asks for a gradient (inference under no_grad).
+    differentiable = rows.requires_grad or coefficients.requires_grad
+    kernel = _native_kernel_for(rows) if rows.is_contiguous() and not differentiable else None
+    if kernel is not None:
+        return layout.restore(layout.native_affine(kernel, rows, coefficients))
+    scale_row, shift_row = layout.broadcast(coefficients)
     return layout.restore(torch.addcmul(shift_row, rows, scale_row))
 
 
