@@ -1,5 +1,7 @@
-// The noise factors of CEMNet's approximated Leaky ReLU and dropout, on CPU (and, for
-// comparing the twins with the same generator, the CNNs' dropout masks: keep_mask).
+// CPU kernels for two of CEMNet's layers (cemnet/native.py builds and loads them):
+// the noise factors of the approximated Leaky ReLU and dropout (noise_factor; and, for
+// comparing the twins with the same generator, the CNNs' dropout masks: keep_mask), and
+// the batch norm of the real and imaginary parts (channel_sums, channel_affine).
 //
 // out[i] = (1 + a z1[i]) (1 + b z2[i]), with z1[i], z2[i] independent N(0, 1):
 // the Box-Muller pair (the transform PyTorch's CPU normal_ uses, on 24-bit
@@ -15,8 +17,8 @@
 // kernels use, so no extra thread competes with them for a core). The result
 // depends only on the key and the index, not on the thread count.
 //
-// Built on first use by cemnet/native.py (torch.utils.cpp_extension); it
-// works on raw pointers, so it includes no more of PyTorch than its thread pool.
+// Built on first use by cemnet/native.py (torch.utils.cpp_extension); the kernels
+// work on raw pointers, so they include no more of PyTorch than its thread pool.
 
 #include <ATen/Parallel.h>
 #include <math.h>

@@ -186,7 +186,9 @@ def spectral_batch_norm(
     expanded to one row shaped like a single example, so each pass over the
     batch is one long contiguous loop (PyTorch's kernels on the two strided
     parts were 1.5-4x slower, docs/performance.md). The output keeps the
-    input's memory layout.
+    input's memory layout. For float32 CPU tensors the sums and the affine
+    maps are the native kernels of :mod:`cemnet.native` where they are built
+    (in evaluation, only where no gradient is asked for).
 
     Args:
         x: complex ``(B, C, H, W)``.
