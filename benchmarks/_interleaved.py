@@ -2,6 +2,8 @@
 
 import argparse
 
+import torch
+
 from cemnet.cli import parse_option
 from cemnet.timing import Timing, paired_ratio
 
@@ -21,3 +23,15 @@ def ratio_line(label: str, numerator: Timing, denominator: Timing, width: int = 
     ratio = paired_ratio(numerator, denominator)
     low, high = ratio.quartiles
     return f"  {label:<{width}} {ratio.median:.3f}x (quartiles {low:.3f}-{high:.3f})"
+
+
+def print_steps(args: argparse.Namespace, twin: str, device: torch.device, timings: dict[str, Timing],
+                comparisons: tuple[tuple[str, str], ...], width: int) -> None:
+    """The run's settings, every step's median, and a ratio line per ``(numerator, denominator)`` label pair."""
+    options = dict(args.options)
+    described = f"{args.model} {options}" if options else args.model
+    print(f"{described} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
+          f"{args.repeats} interleaved repetitions")
+    print("step medians: " + ", ".join(f"{label} {timing.median * 1e3:.2f} ms" for label, timing in timings.items()))
+    for numerator, denominator in comparisons:
+        print(ratio_line(f"{numerator} / {denominator}", timings[numerator], timings[denominator], width=width))

@@ -15,8 +15,7 @@ a CEMNet's advantage is the CNN's dropout (docs/performance.md).
 
 import argparse
 
-import torch
-from _interleaved import add_step_arguments, ratio_line
+from _interleaved import add_step_arguments, print_steps
 
 from cemnet.bench import training_step
 from cemnet.models import model_info
@@ -39,14 +38,9 @@ variants = {  # label -> (preset, options)
 steps = [training_step(name, args.batch_size, device, opts)[2] for name, opts in variants.values()]
 timings = dict(zip(variants, time_interleaved(steps, args.repeats, args.warmup, device)))
 
-described = f"{args.model} {options}" if options else args.model
-print(f"{described} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
-      f"{args.repeats} interleaved repetitions")
-print("step medians: " + ", ".join(f"{label} {timing.median * 1e3:.2f} ms" for label, timing in timings.items()))
 comparisons = (
     (f"{args.model} bernoulli", f"{twin} bernoulli"),  # what `cemnet bench` reports
     (f"{args.model} uniform", f"{twin} uniform"),  # both twins without PyTorch's Bernoulli draws
     (f"{twin} uniform", f"{twin} bernoulli"),  # what the CNN's Bernoulli dropout costs it
 )
-for numerator, denominator in comparisons:
-    print(ratio_line(f"{numerator} / {denominator}", timings[numerator], timings[denominator], width=52))
+print_steps(args, twin, device, timings, comparisons, width=52)

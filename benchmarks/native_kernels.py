@@ -18,7 +18,7 @@ and 18).
 import argparse
 
 import torch
-from _interleaved import add_step_arguments, ratio_line
+from _interleaved import add_step_arguments, print_steps, ratio_line
 
 from cemnet import native
 from cemnet import nn as cnn
@@ -109,10 +109,6 @@ steps = [with_kernels(training_step(name, args.batch_size, device, opts)[2], mod
          for name, opts, module in variants.values()]
 timings = dict(zip(variants, time_interleaved(steps, args.repeats, args.warmup, device)))
 
-described = f"{args.model} {options}" if options else args.model
-print(f"{described} vs {twin}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
-      f"{args.repeats} interleaved repetitions")
-print("step medians: " + ", ".join(f"{label} {timing.median * 1e3:.2f} ms" for label, timing in timings.items()))
 comparisons = (
     (f"{args.model} native", f"{twin} bernoulli"),  # what `cemnet bench` reports
     (f"{args.model} torch", f"{twin} bernoulli"),  # the same without the kernels
@@ -120,5 +116,4 @@ comparisons = (
     (f"{args.model} native", f"{twin} uniform native"),  # both twins drawing from the kernels' generator
     (f"{twin} uniform native", f"{twin} bernoulli"),  # what the kernels' generator would save the CNN
 )
-for numerator, denominator in comparisons:
-    print(ratio_line(f"{numerator} / {denominator}", timings[numerator], timings[denominator], width=56))
+print_steps(args, twin, device, timings, comparisons, width=56)
