@@ -433,9 +433,11 @@ class SpectralSequential(nn.Sequential):
     A :class:`SpectralLeakyReLU` followed by a :class:`SpectralDropout` then
     costs one multiplication forward and one backward, and autograd keeps one
     factor instead of two (the faithful ``cemnet-mnist`` step then needs
-    25.7 instead of 31.7 MiB, docs/performance.md). The draws are those of
-    the layers run one by one, in the same order (see
-    :func:`cemnet.nn.functional.multiplicative_noise`).
+    25.7 instead of 31.7 MiB, docs/performance.md). The factor has the law
+    of the layers' factors multiplied; with PyTorch's generator the draws
+    are those of the layers run one by one, in the same order, while the
+    native kernel draws a pair of factors from one key (see
+    :func:`cemnet.nn.functional.noise_factor`).
     A noise layer with forward hooks is run on its own, so its hooks fire.
     Children and ``state_dict`` keys are those of ``nn.Sequential``.
     """
