@@ -60,3 +60,10 @@ def test_native_kernels_benchmark_prints_the_pieces_and_step_ratios():
     assert "noise factor (2, 6, 28, 15, 2) sigmas (0.125, 0.25): native / PyTorch" in out  # the first block's noise
     assert "batch norm (2, 16, 14, 8), forward + backward: native / PyTorch" in out  # the second block's norm
     assert out.count("x (quartiles") == 2 + 2 + 5  # two noise blocks, two batch norms, five step ratios
+
+
+def test_draws_benchmark_prints_the_helper_thread_ratios_and_the_kernel():
+    out = run_script("benchmarks/draws.py", "--sizes", "20000", "--repeats", "2")
+    assert "20,000 numbers: alone" in out and "after a parallel operation" in out
+    if native.kernels() is not None:
+        assert "native noise factor, 1 thread(s):" in out
