@@ -213,7 +213,7 @@ def spectral_batch_norm(
     coefficients = torch.stack((scale, torch.addcmul(bias, running_mean, scale, value=-1)))
     # The native map has no autograd: only where nothing asks for a gradient (inference under no_grad).
     differentiable = rows.requires_grad or coefficients.requires_grad
-    kernel = _native_kernel_for(rows) if rows.is_contiguous() and not differentiable else None
+    kernel = None if differentiable else _native_kernel_for_rows(rows)
     if kernel is not None:
         return layout.restore(layout.native_affine(kernel, rows, coefficients))
     scale_row, shift_row = layout.broadcast(coefficients)
@@ -359,7 +359,7 @@ class _SpectralBatchNorm(torch.autograd.Function):
     def forward(ctx, x, weight, bias, eps):
         layout, flat = _as_rows(x)
         count = flat.shape[0] * layout.per_channel_count
-        kernel = _native_kernel_for(flat) if flat.is_contiguous() else None
+        kernel = _native_kernel_for_rows(flat)
         # The choice reads the statistics: on a GPU that would be a host sync per layer, and
         # torch.compile would break its graph there.
         one_pass = flat.device.type == "cpu" and not torch.compiler.is_compiling()
@@ -398,7 +398,7 @@ class _SpectralBatchNorm(torch.autograd.Function):
         layout = ctx.layout
         grad = layout.rows(torch.view_as_real(grad))
         count = grad.shape[0] * layout.per_channel_count
-        kernel = _native_kernel_for(saved) if saved.is_contiguous() else None
+        kernel = _native_kernel_for_rows(saved)
         if kernel is not None:
             grad = grad.contiguous()
             grad_bias, grad_dot = layout.native_sums(kernel, grad, saved).to(grad.dtype)
@@ -464,6 +464,11 @@ def _native_kernel_for(like: torch.Tensor):
     if like.device.type != "cpu" or like.dtype != torch.float32 or torch.compiler.is_compiling():
         return None
     return native.kernels()
+
+
+def _native_kernel_for_rows(rows: torch.Tensor):
+    """:func:`_native_kernel_for` batch-norm rows, which the kernels read as contiguous ``(B, numel)`` memory."""
+    return _native_kernel_for(rows) if rows.is_contiguous() else None
 
 
 def _native_key() -> int:
