@@ -10,7 +10,9 @@ from cemnet.models import count_parameters, create_model, list_models, model_inf
 # Parameter counts written out from the architectures (paper Sec. 4), not read off the code.
 # Convs/FCs followed by batch norm have no bias; a complex weight counts as two reals.
 LENET_FC = 784 * 120 + 2 * 120 + 120 * 84 + 2 * 84  # one MLP branch: FC + BN, twice
+FCNN_MNIST_CONVS = 2 * 6 * 28 * 28 + 6 + 2 * 16 * 6 * 14 * 14 + 16  # free complex weights and a bias each
 EXPECTED_PARAMETERS = {
+    "fcnn-mnist": FCNN_MNIST_CONVS + 2 * 16 * 7 * 7 * 120 + 2 * 120 + 120 * 84 + 2 * 84 + 84 * 10 + 10,
     "lenet5": 6 * 25 + 2 * 6 + 16 * 6 * 25 + 2 * 16 + LENET_FC + 84 * 10 + 10,
     "cemnet-mnist": 2 * 6 * 28 * 28 + 4 * 6 + 2 * 16 * 6 * 14 * 14 + 4 * 16 + 2 * LENET_FC + 168 * 10 + 10,
     "vgg-small": (
@@ -162,3 +164,25 @@ def test_torch_compile_traces_a_training_step(half):
         torch.testing.assert_close(twin.grad, param.grad, rtol=1e-3, atol=1e-4 * scale, msg=key)
     noisy = torch.compile(create_model("cemnet-mnist", half_spectrum=half).train().forward, backend="aot_eager")
     assert not torch.equal(noisy(x), noisy(x))  # the noise layers still draw under compile
+
+
+def test_fcnn_is_its_method_on_the_cnn_plan():
+    for name in ("fcnn-mnist", "fcnn-small"):
+        fcnn, cnn_twin = create_model(name), create_model(model_info(name).twin)
+        convs = _layers(cnn_twin, torch.nn.Conv2d)
+        spectral = _layers(fcnn, cnn.SpectralConv2d)
+        assert [(c.in_channels, c.out_channels) for c in convs] == [(s.in_channels, s.out_channels) for s in spectral]
+        assert all(s.storage == "free" and s.bias is not None for s in spectral)  # learned in frequency, no fixation
+        assert len(_layers(fcnn, cnn.SpectralTruncation2d)) == len(_layers(cnn_twin, torch.nn.MaxPool2d))
+        # Never back to space: no spectral max pool, no inverse transform, no frequency-domain noise.
+        assert not _layers(fcnn, (cnn.SpectralMaxPool2d, cnn.SpectralDropout, cnn.SpectralLeakyReLU))
+
+
+def test_fcnn_features_are_affine_in_the_input():
+    """No nonlinearity before the dense layers: the convolutional part is an affine map (module docstring)."""
+    model = create_model("fcnn-mnist").double()
+    for layer in _layers(model, cnn.SpectralConv2d):
+        torch.nn.init.normal_(layer.bias)
+    x, y = torch.randn(2, 1, 28, 28, dtype=torch.float64), torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    features = model.features
+    torch.testing.assert_close(features(2 * x - y), 2 * features(x) - features(y))

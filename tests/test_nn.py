@@ -286,6 +286,26 @@ def test_max_pool_equals_spatial_max_pool(size):
     assert out.is_complex()
 
 
+@pytest.mark.parametrize("size,factor", [((8, 8), 2), ((14, 14), 2), ((6, 10), 2), ((12, 9), 3)])
+def test_truncation_is_the_spectrum_of_the_subsampled_band_limited_signal(size, factor):
+    """For a signal whose spectrum lies on the kept frequencies, truncation = k^2 fft2(x[::k, ::k]) (no aliasing)."""
+    height, width = size
+    rows = SF.kept_frequencies(height, height // factor)
+    columns = SF.kept_frequencies(width, width // factor)
+    spectrum = torch.zeros(2, 3, height, width, dtype=torch.complex128)
+    spectrum[..., rows[:, None], columns] = torch.randn(2, 3, len(rows), len(columns), dtype=torch.complex128)
+    signal = torch.fft.ifft2(spectrum)
+    out = cnn.SpectralTruncation2d(factor)(spectrum)
+    assert out.shape == (2, 3, height // factor, width // factor)
+    subsampled = signal[..., ::factor, ::factor][..., : height // factor, : width // factor]
+    torch.testing.assert_close(out, factor**2 * torch.fft.fft2(subsampled))
+    assert sorted(rows.tolist()) == sorted({k % height for k in range(-(height // factor // 2), (height // factor + 1) // 2)})
+    x = spectrum.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: SF.spectral_truncate2d(t, factor), (x,))
+    with pytest.raises(ValueError, match="complex"):
+        cnn.SpectralTruncation2d()(signal.real)
+
+
 @pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (5, 6, 6), (2, 16, 28, 28)])
 def test_block_max_pool_equals_max_pool2d(shape):
     x = torch.randn(shape, **DOUBLE)

@@ -1,24 +1,43 @@
-from cemnet import reproduce as repro
+import json
+
+import pytest
+
 from cemnet.reproduce import TABLES, reproduce
 
 
-def test_table1_has_every_row_and_reruns_do_not_retrain(data_dir, tmp_path, monkeypatch):
-    options = {"data_dir": str(data_dir), "limit_train": 200, "limit_test": 100, "batch_size": 50,
-               "progress": False, "download": False}
-    markdown = reproduce("table1", epochs=1, out=tmp_path, **options)
+@pytest.fixture
+def quick(data_dir):
+    return {"data_dir": str(data_dir), "limit_train": 200, "limit_test": 100, "batch_size": 50, "progress": False,
+            "download": False}
+
+
+def test_table1_has_every_row_and_finished_seeds_are_not_retrained(quick, tmp_path, monkeypatch):
+    import cemnet.train
+
+    markdown = reproduce("table1", epochs=1, out=tmp_path, seeds=2, **quick)
     lines = markdown.splitlines()
     assert len(lines) == 2 + len(TABLES["table1"])
     for row in TABLES["table1"]:
         assert any(line.startswith(f"| {row.label} | {row.paper_error} |") for line in lines)
     assert (tmp_path / "table1" / "table1.md").read_text() == markdown
     cemnet_line = next(line for line in lines if line.startswith("| CEMNet | 0.67%"))
-    assert "| 1 | 368K / 481K | 365K / 461K |" in cemnet_line
+    assert "± " in cemnet_line and "| 2 | 1 | 368K / 481K | 365K / 461K |" in cemnet_line
+    fcnn_line = next(line for line in lines if line.startswith("| FCNN"))
+    assert "| 2 | 1 |" in fcnn_line  # the reconstruction trains and reports
+    assert "not run" in next(line for line in lines if line.startswith("| 2SReLU"))
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished row was retrained")
+    trained = []
+    real_train = cemnet.train.train
+    monkeypatch.setattr(cemnet.train, "train", lambda config, **kw: trained.append(config) or real_train(config, **kw))
+    assert reproduce("table1", epochs=1, out=tmp_path, seeds=2, **quick) == markdown
+    assert trained == []  # every seed was read back
+    results = json.loads((tmp_path / "table1" / "table1.json").read_text())
+    row = results["cemnet"]
+    assert len(row["errors"]) == 2 and row["seeds"] == 2 and len(row["seconds"]) == 2
+    assert row["error"] == pytest.approx(sum(row["errors"]) / 2)
+    assert row["error_std"] == pytest.approx(abs(row["errors"][0] - row["errors"][1]) / 2**0.5)
 
-    import cemnet.train
+    reproduce("table1", epochs=1, out=tmp_path, seeds=3, **quick)
+    assert sorted({config.seed for config in trained}) == [2]  # only the new seed trains
+    assert len(trained) == sum(row.model is not None for row in TABLES["table1"])
 
-    monkeypatch.setattr(cemnet.train, "train", no_training)
-    assert reproduce("table1", epochs=1, out=tmp_path, **options) == markdown
-    assert repro.TABLES["table1"][1].model is None  # baselines are reported, not trained

@@ -166,7 +166,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.epochs < 800:
         print(f"note: the paper trains 800 epochs per row; this run uses {args.epochs}")
-    print(reproduce(args.table, epochs=args.epochs, out=args.out, data_dir=args.data_dir, device=args.device,
+    print(reproduce(args.table, epochs=args.epochs, out=args.out, seeds=args.seeds, data_dir=args.data_dir,
+                    device=args.device,
                     download=args.download, progress=not args.no_progress, limit_train=args.limit_train,
                     limit_test=args.limit_test))
     return 0
@@ -223,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("table", choices=["table1", "table2"])
     repro.add_argument("--epochs", type=int, default=800, help="epochs per row (default: the paper's 800; "
                        "on a CPU use a handful)")
+    repro.add_argument("--seeds", type=int, default=1, metavar="N",
+                       help="train seeds 0..N-1 of every row and report mean ± std of the error (default: 1); "
+                            "finished seeds are read back, not retrained")
     repro.add_argument("--out", default="runs/reproduce", help="folder for the runs and the table")
     repro.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
     repro.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test images")

@@ -9,6 +9,8 @@ name               data       twin of      what
 ``cemnet-small``   CIFAR-10   vgg-small    its CEMNet
 ``vgg-large``      CIFAR-10                large VGG CNN
 ``cemnet-large``   CIFAR-10   vgg-large    its CEMNet
+``fcnn-mnist``     MNIST      lenet5       FCNN's method, reconstructed on lenet5's plan
+``fcnn-small``     CIFAR-10   vgg-small    FCNN's method, reconstructed on vgg-small's plan
 =================  =========  ===========  ==========================================
 
 The overrides ``weight_fixation=False``, ``batch_norm=False`` and
@@ -24,10 +26,12 @@ from cemnet.models._registry import (
     register_model,
 )
 from cemnet.models.convnets import CEMNet, ConvNet, NetSpec
+from cemnet.models.fcnn import FCNN
 
 __all__ = [
     "CEMNet",
     "ConvNet",
+    "FCNN",
     "ModelInfo",
     "NetSpec",
     "count_parameters",

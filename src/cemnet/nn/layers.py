@@ -485,6 +485,38 @@ class SpectralMaxPool2d(nn.Module):
         return text + f", input_size={self.input_size} (half spectrum)" if self.input_size else text
 
 
+class SpectralTruncation2d(nn.Module):
+    """Pooling by truncating the spectrum: keep the lowest ``1 / k`` of the frequencies of each axis.
+
+    FCNN's Fourier pooling (Pratt et al., 2017), as reconstructed in
+    :mod:`cemnet.models.fcnn`: no inverse transform, no comparison; the
+    output is the spectrum of the ``(H // k, W // k)`` grid whose frequencies
+    ``0, 1, ..., -1`` are those of the input
+    (:func:`cemnet.nn.functional.spectral_truncate2d`). For the spectrum of a
+    real signal it is the spectrum of a low-pass filtered, subsampled signal
+    (up to the scale ``k^2`` of the unnormalised transform).
+
+    Args:
+        kernel_size: the factor ``k`` by which each axis shrinks. Default: 2.
+
+    Shape:
+        complex ``(B, C, H, W)`` -> complex ``(B, C, H // k, W // k)``.
+    """
+
+    def __init__(self, kernel_size: int = 2) -> None:
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be positive, got {kernel_size}")
+        self.kernel_size = kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        SF.check_spectrum(x)
+        return SF.spectral_truncate2d(x, self.kernel_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
+
+
 class BlockMaxPool2d(nn.Module):
     """``nn.MaxPool2d(k)`` (stride ``k``) computed by :func:`cemnet.nn.functional.block_max_pool2d`.
 
@@ -749,6 +781,7 @@ __all__ = [
     "SpectralLeakyReLU",
     "SpectralMaxPool2d",
     "SpectralSequential",
+    "SpectralTruncation2d",
     "TwoBranchHead",
     "ToFrequency",
     "UniformMaskDropout",
