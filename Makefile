@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 DATA ?= $(firstword $(wildcard ../shared/data) $(HOME)/.cache/cemnet)
 EPOCHS ?= 2
 
-.PHONY: setup train test slow bench clean
+.PHONY: setup train test slow bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ slow: setup
 
 bench: setup
 	$(BIN)/cemnet bench --out docs/bench-full.json
+
+docs: setup
+	$(BIN)/pdoc -o build/api cemnet cemnet.runtime cemnet.models cemnet.ops cemnet.convert cemnet.training cemnet.data cemnet.bench cemnet.reproduce cemnet.plot cemnet.timing
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,7 +4,7 @@ import argparse
 
 import torch
 
-from cemnet.cli import parse_option
+from cemnet.models import parse_option
 from cemnet.timing import Timing, paired_ratio
 
 

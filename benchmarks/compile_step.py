@@ -18,10 +18,9 @@ import torch
 from _interleaved import add_step_arguments, ratio_line
 
 from cemnet.bench import training_step
-from cemnet.cli import parse_option
-from cemnet.models import model_info
+from cemnet.models import model_info, parse_option
 from cemnet.timing import time_interleaved
-from cemnet.train import resolve_device
+from cemnet.runtime import resolve_device
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 add_step_arguments(parser)

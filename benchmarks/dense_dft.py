@@ -1,4 +1,4 @@
-"""FFT or matrix product for the small maps of a CNN's last blocks? Forward + backward of each transform.
+"""Where do small maps transform faster as a matrix product than as an FFT? Forward + backward of each, per size.
 
 Usage: python benchmarks/dense_dft.py [--threads 2]
 
@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from cemnet.spectral import to_frequency, to_spatial
+from cemnet.spectral import SpectralGrid
 from cemnet.timing import paired_ratio, time_pair
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,14 +24,15 @@ print("| maps | rfft2: FFT | dense | dense / FFT | irfft2: FFT | dense | dense /
 print("|---|---|---|---|---|---|---|")
 def row(batch: int, channels: int, side: int) -> str:
     x = torch.randn(batch, channels, side, side, requires_grad=True)
-    spectrum = to_frequency(x.detach(), half=True).requires_grad_()
+    grids = {dense: SpectralGrid(side, side, half=True, dense=dense) for dense in (False, True)}
+    spectrum = grids[False].to_frequency(x.detach()).requires_grad_()
     up_spectrum, up_signal = torch.randn_like(spectrum), torch.randn_like(x)
 
     def forward(dense):
-        return lambda: torch.autograd.grad(to_frequency(x, True, dense=dense), x, up_spectrum)
+        return lambda: torch.autograd.grad(grids[dense].to_frequency(x), x, up_spectrum)
 
     def inverse(dense):
-        return lambda: torch.autograd.grad(to_spatial(spectrum, (side, side), dense=dense), spectrum, up_signal)
+        return lambda: torch.autograd.grad(grids[dense].to_spatial(spectrum), spectrum, up_signal)
 
     cells = []
     for make in (forward, inverse):

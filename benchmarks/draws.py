@@ -1,4 +1,4 @@
-"""Gaussian draws on this CPU: PyTorch's serial generator, a helper thread, and the native kernel.
+"""How fast can this CPU draw Gaussians? PyTorch's serial generator, a helper thread, and the native kernel.
 
 Usage: python benchmarks/draws.py [--sizes 500000 1000000 2000000] [--repeats 41]
        OMP_WAIT_POLICY=passive python benchmarks/draws.py   # PyTorch's OpenMP workers sleep when idle
@@ -7,7 +7,7 @@ For each size: ``normal_`` drawn in two halves, one on a helper thread with
 its own generator, against one serial ``normal_``, alone and right after a
 parallel PyTorch operation (which leaves PyTorch's OpenMP worker spinning on
 the second core); then the native kernel's noise factor per number, on all
-intra-op threads and on one (docs/performance.md, item 17).
+intra-op threads and on one.
 """
 
 import argparse
@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from cemnet import native
+from cemnet import _native
 from cemnet.timing import paired_ratio, time_interleaved
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,14 +44,15 @@ for size in args.sizes:
     print(f"  {size:>9,} numbers: alone {paired_ratio(*alone).median:.2f}x, "
           f"after a parallel operation {paired_ratio(*after).median:.2f}x")
 
-kernels = native.kernels()
-if kernels is None:
-    raise SystemExit(f"the native kernels are off or could not be built ({native.NATIVE_ENV})")
+try:
+    kernels = _native.kernels()
+except _native.NativeBuildError as error:
+    raise SystemExit(f"the native kernels cannot be built here ({error})") from None
 out = torch.empty(max(args.sizes))
 threads = torch.get_num_threads()
 for count in sorted({threads, 1}, reverse=True):
     torch.set_num_threads(count)
-    (timing,) = time_interleaved([lambda: kernels.noise_factor(out.data_ptr(), out.numel(), 0.125, 0.25, 5, False)],
+    (timing,) = time_interleaved([lambda: kernels.noise_factor(out.numpy(), 0.125, 0.25, 5, False)],
                                  args.repeats)
     print(f"native noise factor, {count} thread(s): {timing.median / out.numel() * 1e9:.2f} ns per number")
 torch.set_num_threads(threads)

@@ -1,14 +1,14 @@
-"""CEMNet against its CNN twin with PyTorch's dropout and with the uniform-mask dropout, in one process.
+"""How much of a CEMNet's CPU advantage is the CNN's dropout? Both twins with PyTorch's and a uniform-mask dropout.
 
 Usage: python benchmarks/dropout_masks.py [MODEL] [-O key=value ...] [--batch-size 100] [--repeats 41]
 
 PyTorch draws the CPU Bernoulli masks of ``nn.Dropout`` in parallel with MKL
-only on Intel processors; on others (this project's AMD EPYC VM) it draws
-them serially in double precision, which makes a CNN's dropout several times
-slower per number than the CEMNet's Gaussian noise. This script times, in
+only on Intel processors; on others (AMD, Arm) it draws them serially in
+double precision, which makes a CNN's dropout several times slower per
+number than the CEMNet's Gaussian noise. This script times, in
 turn every repetition, the CEMNet preset (options ``-O``) and its CNN twin,
 each with ``dropout_mask="bernoulli"`` (``nn.Dropout``, the default) and with
-``dropout_mask="uniform"`` (:class:`cemnet.nn.UniformMaskDropout`, the same
+``dropout_mask="uniform"`` (:class:`cemnet.bench.fair_twins.UniformMaskDropout`, the same
 law from one float32 uniform per number), and prints the ratios: how much of
 a CEMNet's advantage is the CNN's dropout (docs/performance.md).
 """
@@ -20,7 +20,7 @@ from _interleaved import add_step_arguments, print_steps
 from cemnet.bench import training_step
 from cemnet.models import model_info
 from cemnet.timing import time_interleaved
-from cemnet.train import resolve_device
+from cemnet.runtime import resolve_device
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 add_step_arguments(parser)

@@ -1,4 +1,4 @@
-"""Per-layer forward and forward + backward times of a preset, each layer alone on its real input size.
+"""Which layers of a preset cost what? Forward and forward + backward times of each, alone on its real input size.
 
 Usage: python benchmarks/layer_times.py MODEL [-O key=value ...] [--batch-size 100] [--repeats 10]
 
@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from cemnet.cli import parse_option
+from cemnet.models import parse_option
 from cemnet.models import create_model
 from cemnet.timing import time_call
 

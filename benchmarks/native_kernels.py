@@ -1,18 +1,17 @@
-"""What the native CPU kernels change: their layers alone and each twin's step, with them and without, in one process.
+"""What do the native CPU kernels save? Their pieces alone and each twin's step, with them and without, in one process.
 
 Usage: python benchmarks/native_kernels.py [MODEL] [-O key=value ...] [--batch-size 100] [--repeats 41]
 
-First times, with :mod:`cemnet.native` and with PyTorch's generator and
-operations, the pieces the kernels compute as one training step of the
-CEMNet preset (options ``-O``) meets them (shapes recorded from one step):
-each noise factor, drawn after a parallel PyTorch operation as inside a step,
-and each spectral batch norm, forward and backward. Then times, in turn every
-repetition, the CEMNet's step with and without the kernels, its CNN twin with
-``nn.Dropout`` (what ``cemnet bench`` compares with) and the twin with
-``dropout_mask="uniform"`` with and without the kernels' generator, and
-prints the ratios: what the kernels save the CEMNet, and the CEMNet against a
-CNN whose dropout draws from the same generator (docs/performance.md, items 17
-and 18).
+First times, with the native kernels (:mod:`cemnet._native`) and with
+PyTorch's generator and operations, the pieces the kernels compute as one
+training step of the CEMNet preset (options ``-O``) meets them (shapes
+recorded from one step): each noise factor, drawn after a parallel PyTorch
+operation as inside a step, and each spectral batch norm, forward and
+backward. Then times, in turn every repetition, the CEMNet's step with each
+kernel setting, its CNN twin with ``nn.Dropout`` (what ``cemnet bench``
+compares with) and the twin with the uniform-mask dropout of each setting,
+and prints the ratios: what the kernels save the CEMNet, and the CEMNet
+against a CNN whose dropout draws from the same generator.
 """
 
 import argparse
@@ -20,39 +19,32 @@ import argparse
 import torch
 from _interleaved import add_step_arguments, print_steps, ratio_line
 
-from cemnet import native
+from cemnet import _native, runtime
 from cemnet import nn as cnn
 from cemnet.bench import training_step
 from cemnet.models import model_info
 from cemnet.nn import functional as SF
+from cemnet.nn.functional import _noise
 from cemnet.timing import time_interleaved
-from cemnet.train import resolve_device
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 add_step_arguments(parser)
 args = parser.parse_args()
 
-device = resolve_device(args.device)
+device = runtime.resolve_device(args.device)
 if device.type != "cpu":
     raise SystemExit("the native kernels are CPU kernels: run this on the CPU")
-kernels = native.kernels()
-if kernels is None:
-    raise SystemExit(f"the native kernels are off or could not be built ({native.NATIVE_ENV}); nothing to compare")
+try:
+    _native.kernels()
+except _native.NativeBuildError as error:
+    raise SystemExit(f"the native kernels cannot be built here ({error}); nothing to compare") from None
 twin = model_info(args.model).twin
 options = dict(args.options)
 
 
-def with_kernels(call, module):
-    def run():
-        native.kernels = lambda: module  # what cemnet.nn.functional asks for on every call
-        return call()
-
-    return run
-
-
 def native_over_torch(label, call):
-    """Time ``call`` with and without the kernels, interleaved; print the ratio and both medians."""
-    with_native, with_torch = time_interleaved([with_kernels(call, kernels), with_kernels(call, None)], args.repeats,
+    """Time ``call(kernels)`` with both implementations, interleaved; print the ratio and both medians."""
+    with_native, with_torch = time_interleaved([lambda: call(SF.NATIVE), lambda: call(SF.TORCH_CPU)], args.repeats,
                                                args.warmup, device)
     print(ratio_line(f"{label}: native / PyTorch", with_native, with_torch, width=64)
           + f", {with_native.median * 1e3:.2f} / {with_torch.median * 1e3:.2f} ms")
@@ -60,20 +52,20 @@ def native_over_torch(label, call):
 
 # One step, recording the shapes the kernels see.
 draws, norms = [], []  # (shape, sigmas) of each noise factor; the input shape of each spectral batch norm
-drawing = SF.noise_factor
+drawing = _noise.noise_factor
 
 
-def recording(like, sigmas):
+def recording(like, sigmas, *, kernels=None):
     draws.append((tuple(like.shape), tuple(sigmas)))
-    return drawing(like, sigmas)
+    return drawing(like, sigmas, kernels=kernels)
 
 
-SF.noise_factor = recording  # the layers look it up on every call
+_noise.noise_factor = recording
 model, _, step = training_step(args.model, args.batch_size, device, options)
 hooks = [module.register_forward_pre_hook(lambda module, inputs: norms.append(tuple(inputs[0].shape)))
          for module in model.modules() if isinstance(module, cnn.SpectralBatchNorm2d)]
 step()
-SF.noise_factor = drawing
+_noise.noise_factor = drawing
 for hook in hooks:
     hook.remove()
 
@@ -82,9 +74,9 @@ busy = torch.randn(2_000_000)
 for shape, sigmas in draws:
     like = torch.empty(shape)
 
-    def draw(like=like, sigmas=sigmas):
+    def draw(kernels, like=like, sigmas=sigmas):
         busy.mul_(1.0)  # leaves PyTorch's OpenMP worker spinning, as the layers before a noise layer do
-        SF.noise_factor(like, sigmas)
+        SF.noise_factor(like, sigmas, kernels=kernels)
 
     native_over_torch(f"noise factor {shape} sigmas {sigmas}", draw)
 for shape in norms:
@@ -92,21 +84,23 @@ for shape in norms:
     weight, bias = torch.randn(shape[1], 2, requires_grad=True), torch.randn(shape[1], 2, requires_grad=True)
     grad = torch.randn(shape, dtype=torch.complex64)
 
-    def normalise(x=x, weight=weight, bias=bias, grad=grad):
-        out = SF.spectral_batch_norm_with_stats(x, weight, bias)[0]
+    def normalise(kernels, x=x, weight=weight, bias=bias, grad=grad):
+        out = SF.spectral_batch_norm_with_stats(x, weight, bias, kernels=kernels)[0]
         torch.autograd.grad(out, (x, weight, bias), grad)
 
     native_over_torch(f"batch norm {shape}, forward + backward", normalise)
 
-variants = {  # label -> (preset, options, kernels module or None for PyTorch's generator and operations)
-    f"{args.model} native": (args.model, options, kernels),
-    f"{args.model} torch": (args.model, options, None),
-    f"{twin} bernoulli": (twin, {}, kernels),  # nn.Dropout draws with PyTorch's generator either way
-    f"{twin} uniform native": (twin, {"dropout_mask": "uniform"}, kernels),
-    f"{twin} uniform torch": (twin, {"dropout_mask": "uniform"}, None),
+variants = {  # label -> (preset, options, kernel setting the step's layers are built under)
+    f"{args.model} native": (args.model, options, "native"),
+    f"{args.model} torch": (args.model, options, "torch"),
+    f"{twin} bernoulli": (twin, {}, "native"),  # nn.Dropout draws with PyTorch's generator either way
+    f"{twin} uniform native": (twin, {"dropout_mask": "uniform"}, "native"),
+    f"{twin} uniform torch": (twin, {"dropout_mask": "uniform"}, "torch"),
 }
-steps = [with_kernels(training_step(name, args.batch_size, device, opts)[2], module)
-         for name, opts, module in variants.values()]
+steps = []
+for name, opts, setting in variants.values():
+    with runtime.using_kernels(setting):
+        steps.append(training_step(name, args.batch_size, device, opts)[2])
 timings = dict(zip(variants, time_interleaved(steps, args.repeats, args.warmup, device)))
 
 comparisons = (

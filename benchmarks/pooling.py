@@ -1,4 +1,4 @@
-"""The pieces of a spectral max pool, PyTorch's way and cemnet's, on the maps of the paper's models.
+"""What does each piece of a spectral max pool cost, PyTorch's way and cemnet's, on the maps of the paper's models?
 
 Usage: python benchmarks/pooling.py [--repeats 15]
 
@@ -8,7 +8,7 @@ For each map shape, interleaved in one process (milliseconds, median):
   ``cemnet.nn.functional.block_max_pool2d``;
 * the half-spectrum transform with its backward: ``torch.fft.rfft2`` (whose
   backward runs a complex ``ifft2`` on a zero-padded spectrum) against
-  ``cemnet.spectral.to_frequency`` (one half-size ``irfft2``).
+  ``cemnet.spectral.SpectralGrid.to_frequency`` (one half-size ``irfft2``).
 """
 
 import argparse
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cemnet.nn.functional import block_max_pool2d
-from cemnet.spectral import to_frequency
+from cemnet.spectral import SpectralGrid
 from cemnet.timing import paired_ratio, time_pair
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,7 +43,7 @@ def row(shape: tuple[int, int, int, int]) -> str:
     x.requires_grad_()
     upstream = torch.randn(*shape[:3], shape[3] // 2 + 1, dtype=torch.complex64)
     transform = compare(lambda: torch.autograd.grad(torch.fft.rfft2(x), x, upstream),
-                        lambda: torch.autograd.grad(to_frequency(x, half=True, dense=False), x, upstream))
+                        lambda: torch.autograd.grad(SpectralGrid(*x.shape[-2:], half=True, dense=False).to_frequency(x), x, upstream))
     return f"{pool} | {transform}"
 
 

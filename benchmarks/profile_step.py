@@ -1,4 +1,4 @@
-"""Where a training step's time goes: torch.profiler over one step of a preset after warm-up.
+"""Where does a training step's time go? torch.profiler over one step of a preset after warm-up.
 
 Usage: python benchmarks/profile_step.py MODEL [-O key=value ...] [--batch-size 100] [--rows 20] [--device auto]
 
@@ -13,8 +13,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from cemnet.bench import training_step
-from cemnet.cli import parse_option
-from cemnet.train import resolve_device
+from cemnet.models import parse_option
+from cemnet.runtime import resolve_device
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("model")

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from cemnet import native
+from cemnet import _native, runtime
+
+
+DOUBLE = {"dtype": torch.float64}
+
+
+def assert_rel_close(actual, expected, rel=1e-10):
+    """Relative exactness: the error is measured against the size of the expected tensor."""
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * max(scale, 1e-30))
 
 
 @pytest.fixture(autouse=True)
@@ -16,14 +25,23 @@ def _seed():
     torch.manual_seed(0)
 
 
+def native_kernels_or_skip():
+    """The compiled native kernels, or a skip where they cannot be built here (no compiler, no ninja)."""
+    if runtime.kernel_setting() == "torch":
+        pytest.skip(f"{runtime.KERNELS_ENV}=torch: the native kernels are not used")
+    try:
+        return _native.kernels()
+    except _native.NativeBuildError as error:
+        pytest.skip(f"the native kernels cannot be built here: {error}")
+
+
 @pytest.fixture(params=["native", "torch"])
-def native_backend(request, monkeypatch) -> str:
-    """Run a test with the native CPU kernels (skipped where they are not built) and with PyTorch's operations."""
-    if request.param == "torch":
-        monkeypatch.setattr(native, "kernels", lambda: None)
-    elif native.kernels() is None:
-        pytest.skip(f"the native kernels are off or could not be built ({native.NATIVE_ENV}, compiler, ninja)")
-    return request.param
+def kernels(request) -> str:
+    """Run a test whose layers are built under each kernel setting (native skipped where it cannot be built)."""
+    if request.param == "native":
+        native_kernels_or_skip()
+    with runtime.using_kernels(request.param):
+        yield request.param
 
 
 def shared_data_dir() -> Path | None:
@@ -41,32 +59,3 @@ def data_dir() -> Path:
     if path is None or not (path / "mnist").is_dir():
         pytest.skip("real MNIST not found: set CEMNET_DATA to a folder holding mnist/")
     return path
-
-
-def _as_two_branch_layout(state: dict, head) -> dict:
-    """A state dict with ``head`` (a TwoBranchHead) in the layout of checkpoint schema <= 2.
-
-    The grouped MLP ``{prefix}branches.*`` becomes two MLPs, ``{prefix}real.*``
-    and ``{prefix}imag.*``: grouped weights unstacked, batch-norm vectors
-    split in halves, the batch counter copied.
-    """
-    from cemnet.nn import GroupedLinear
-
-    out = {}
-    for key, value in state.items():
-        prefix, found, name = key.partition("branches.")
-        if not found:
-            out[key] = value.clone()
-            continue
-        if isinstance(head.branches[int(name.split(".")[0])], GroupedLinear):
-            parts = value.unbind(0)
-        else:
-            parts = (value, value) if name.endswith("num_batches_tracked") else value.chunk(2)
-        out[f"{prefix}real.{name}"], out[f"{prefix}imag.{name}"] = (part.clone() for part in parts)
-    return out
-
-
-@pytest.fixture
-def two_branch_layout():
-    """:func:`_as_two_branch_layout`: how checkpoints before schema 3 stored the head."""
-    return _as_two_branch_layout

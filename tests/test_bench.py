@@ -3,14 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cemnet import native
-from cemnet.bench import (
-    BERNOULLI_NOTE,
-    capture_cuda_graph,
-    format_table,
-    run_bench,
-    step_peak_memory,
-)
+from cemnet import runtime
+from cemnet.bench import BERNOULLI_NOTE, format_table, run_bench, step_peak_memory
+from cemnet.training.graphs import capture_cuda_graph
 from cemnet.cli import main
 
 
@@ -22,7 +17,7 @@ def test_bench_reports_both_twins_and_their_ratios():
         assert pair[side]["train_step_s"] > 0 and pair[side]["inference_s"] > 0
     assert pair["ratio"]["train_step_s"] > 0 and pair["ratio_iqr"]["train_step_s"] >= 0
     assert report["machine"]["torch"] == torch.__version__
-    assert report["machine"]["kernels"] == ("native" if native.kernels() is not None else "torch")
+    assert report["machine"]["kernels"] == runtime.kernels_in_use(torch.device("cpu"))
     table = format_table(report)
     assert "cemnet-mnist / lenet5" in table and "n/a" in table and f"{report['machine']['kernels']} kernels" in table
 

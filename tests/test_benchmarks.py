@@ -4,14 +4,12 @@
 left out as it has no small setting.
 """
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from cemnet import native
+from conftest import native_kernels_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,13 +36,6 @@ def test_pooling_benchmark_runs():
     assert "| mnist 1: 100x6x28x28 |" in out and out.count("x |") >= 10  # ratio columns filled
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
-def test_compare_commits_against_this_commit():
-    out = run_script("benchmarks/compare_commits.py", "HEAD", "cemnet-mnist", "--batch-size", "2", "--repeats", "2",
-                     "--warmup", "0")
-    assert "this checkout / HEAD" in out and "vs lenet5" in out
-
-
 def test_dropout_masks_benchmark_prints_the_three_ratios():
     out = run_script("benchmarks/dropout_masks.py", "cemnet-mnist", "-O", "half_spectrum=true", "--batch-size", "2",
                      "--repeats", "2", "--warmup", "0")
@@ -52,8 +43,7 @@ def test_dropout_masks_benchmark_prints_the_three_ratios():
 
 
 def test_native_kernels_benchmark_prints_the_pieces_and_step_ratios():
-    if native.kernels() is None:
-        pytest.skip("the native kernels are off or could not be built")
+    native_kernels_or_skip()
     out = run_script("benchmarks/native_kernels.py", "cemnet-mnist", "-O", "half_spectrum=true", "--batch-size", "2",
                      "--repeats", "2", "--warmup", "0")
     assert "cemnet-mnist native / cemnet-mnist torch" in out and "lenet5 uniform native / lenet5 bernoulli" in out
@@ -65,5 +55,4 @@ def test_native_kernels_benchmark_prints_the_pieces_and_step_ratios():
 def test_draws_benchmark_prints_the_helper_thread_ratios_and_the_kernel():
     out = run_script("benchmarks/draws.py", "--sizes", "20000", "--repeats", "2")
     assert "20,000 numbers: alone" in out and "after a parallel operation" in out
-    if native.kernels() is not None:
-        assert "native noise factor, 1 thread(s):" in out
+    assert "native noise factor, 1 thread(s):" in out or "cannot be built" in out

@@ -1,10 +1,9 @@
-import json
 
 import pytest
 import torch
 from torch import nn
 
-from cemnet import checkpoint as ckpt
+from cemnet.training import checkpoint as ckpt
 
 
 def _model():
@@ -66,25 +65,3 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_older_weights_are_migrated_and_refuse_to_resume(tmp_path, version, two_branch_layout):
-    from safetensors.torch import save_file
-
-    from cemnet.models import create_model
-    from cemnet.nn import SpectralConv2d
-
-    model = create_model("cemnet-mnist").eval()
-    weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    for name, module in model.named_modules():
-        if isinstance(module, SpectralConv2d) and version == 1:  # the version-1 layout (C_out, C_in, H, W, 2)
-            weights[f"{name}.weight"] = weights[f"{name}.weight"].permute(4, 3, 0, 1, 2).contiguous()
-    weights = two_branch_layout(weights, model.head)  # two MLPs up to version 2
-    meta = {"model": "cemnet-mnist", "model_options": {}}
-    header = {"format": "cemnet", "version": str(version), "token": "0", "meta": json.dumps(meta)}
-    save_file(weights, str(tmp_path / "old.safetensors"), metadata=header)
-    (tmp_path / "old.0.state.pt").write_bytes(b"")
-    loaded, _ = ckpt.load_model(tmp_path / "old.safetensors")
-    x = torch.randn(2, 1, 28, 28)
-    torch.testing.assert_close(loaded.eval()(x), model(x))
-    with pytest.raises(ckpt.CheckpointError, match="cannot resume"):
-        ckpt.load_state(tmp_path / "old.safetensors")

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from cemnet.cli import build_parser, main, parse_option
+from cemnet.cli import build_parser, main
+from cemnet.models import parse_option
 
 
 def run_cli(*args):

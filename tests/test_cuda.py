@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from cemnet import nn as cnn
-from cemnet.bench import GRAPH_WARMUP, capture_cuda_graph, training_step
-from cemnet.checkpoint import load_model
+from cemnet.bench import training_step
+from cemnet.bench.fair_twins import UniformMaskDropout
 from cemnet.models import create_model, list_models, model_info
 from cemnet.nn import functional as SF
 from cemnet.spectral import to_frequency
-from cemnet.train import TrainConfig, train
+from cemnet.training import TrainConfig, train
+from cemnet.training.checkpoint import load_model
+from cemnet.training.graphs import GRAPH_WARMUP, capture_cuda_graph
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -43,7 +45,7 @@ def assert_close_to_cpu(on_cuda, on_cpu, rel=1e-4, name=None, scale=None):
 
 def noiseless(name):
     """Preset options without random layers, so that both devices compute the same function in training."""
-    if model_info(name).twin is None:
+    if "leaky_sigma" not in model_info(name).options:
         return {"dropout": False}
     return {"dropout": False, "leaky_sigma": 0.0}
 
@@ -120,7 +122,7 @@ def test_max_pool_and_noise_on_cuda():
     ones = torch.full((64, 16, 16, 9), 1 + 1j, dtype=torch.complex64, device=CUDA)  # both parts 1
     parts = torch.view_as_real(SF.multiplicative_noise(ones, 0.25))
     assert abs(parts.mean().item() - 1.0) < 0.005 and abs(parts.std().item() - 0.25) < 0.005  # 0.3M draws
-    kept = SF.uniform_mask_dropout(torch.ones(1_000_000, device=CUDA), 0.3)
+    kept = UniformMaskDropout(0.3).to(CUDA)(torch.ones(1_000_000, device=CUDA))
     assert kept.unique().tolist() == [0.0, pytest.approx(1 / 0.7)]
     assert abs((kept > 0).float().mean().item() - 0.7) < 5 * (0.21 / 1e6) ** 0.5
 
@@ -129,7 +131,7 @@ def test_max_pool_and_noise_on_cuda():
 @pytest.mark.parametrize("half", [False, True])
 def test_every_preset_matches_cpu_in_training_and_evaluation(name, half):
     options = noiseless(name)
-    if model_info(name).twin is not None:
+    if "half_spectrum" in model_info(name).options:
         options["half_spectrum"] = half
     elif half:
         pytest.skip("half_spectrum is a CEMNet option")

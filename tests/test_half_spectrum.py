@@ -18,7 +18,7 @@ def test_half_exact_layer_is_circular_conv2d(size, storage):
     kernel = torch.randn(4, 2, 3, 3, **DOUBLE)
     layer = cnn.SpectralConv2d(2, 4, 3, size, conj="weight", storage=storage, half=True, **DOUBLE)
     layer.set_spatial_kernel(kernel)
-    out = to_spatial(layer(to_frequency(x, half=True)), size)
+    out = to_spatial(layer(to_frequency(x, half=True)), layer.grid)
     expected = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), kernel)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
     upstream = torch.randn_like(expected)
@@ -34,7 +34,7 @@ def test_half_and_full_layers_agree_on_real_signals(conj):
     torch.nn.init.normal_(full.bias)
     half.bias.data.copy_(full.bias.data)
     x = torch.randn(2, 3, 12, 11, **DOUBLE)
-    torch.testing.assert_close(to_spatial(half(to_frequency(x, half=True)), (12, 11)), to_spatial(full(to_frequency(x))),
+    torch.testing.assert_close(to_spatial(half(to_frequency(x, half=True)), half.grid), to_spatial(full(to_frequency(x))),
                                rtol=1e-10, atol=1e-10)
 
 
@@ -57,9 +57,14 @@ def test_half_weight_fixation_keeps_the_support():
 @pytest.mark.parametrize("size", [(8, 8), (14, 14), (7, 9)])
 def test_half_max_pool(size):
     x = torch.randn(2, 3, *size, **DOUBLE)
-    out = cnn.SpectralMaxPool2d(2, size)(to_frequency(x, half=True))
+    layer = cnn.SpectralMaxPool2d(2, size, half=True)
+    out = layer(to_frequency(x, half=True))
     pooled = F.max_pool2d(x, 2)
-    torch.testing.assert_close(to_spatial(out, tuple(pooled.shape[-2:])), pooled)
+    torch.testing.assert_close(to_spatial(out, layer.grid.pooled(2)), pooled)
+    with pytest.raises(ValueError, match="half-spectrum SpectralMaxPool2d needs"):
+        cnn.SpectralMaxPool2d(2, half=True)
+    with pytest.raises(ValueError, match=r"expected half spectrum"):
+        layer(to_frequency(x))  # a full spectrum where a half one belongs
 
 
 @pytest.mark.parametrize("name", ["cemnet-mnist", "cemnet-small"])

@@ -112,40 +112,6 @@ def test_wrong_input_shape_names_expected_and_got(name):
         model(torch.randn(28, 28))
 
 
-def test_block_pool_cnn_computes_the_same_function():
-    standard = create_model("lenet5").train()
-    blocked = create_model("lenet5", block_pool=True).train()
-    blocked.load_state_dict(standard.state_dict())  # pools hold no state: same keys
-    assert len(_layers(blocked, cnn.BlockMaxPool2d)) == 2 and not _layers(blocked, torch.nn.MaxPool2d)
-    x = torch.randn(8, 1, 28, 28)
-    logits = []
-    for model in (standard, blocked):
-        torch.manual_seed(0)  # the same dropout masks
-        logits.append(model(x))
-        logits[-1].logsumexp(1).sum().backward()
-    assert torch.equal(logits[0], logits[1])
-    for a, b in zip(standard.parameters(), blocked.parameters()):
-        assert torch.equal(a.grad, b.grad)
-    with torch.no_grad():  # inference takes the fast pooling path
-        assert torch.equal(standard.eval()(x), blocked.eval()(x))
-
-
-@pytest.mark.parametrize("name", ["lenet5", "vgg-small", "cemnet-mnist"])
-def test_uniform_dropout_mask_replaces_every_bernoulli_dropout(name):
-    standard, uniform = create_model(name), create_model(name, dropout_mask="uniform")
-    dropouts = [type(layer) for layer in _layers(standard, torch.nn.Dropout)]
-    assert dropouts and set(dropouts) == {torch.nn.Dropout}  # the default stays PyTorch's
-    replaced = _layers(uniform, torch.nn.Dropout)
-    assert len(replaced) == len(dropouts) and all(isinstance(layer, cnn.UniformMaskDropout) for layer in replaced)
-    assert [layer.p for layer in replaced] == [layer.p for layer in _layers(standard, torch.nn.Dropout)]
-    uniform.load_state_dict(standard.state_dict())  # dropout holds no state: same keys
-    x = torch.randn(4, standard.spec.in_channels, standard.spec.image_size, standard.spec.image_size)
-    with torch.no_grad():  # identity at evaluation, so the same function
-        torch.testing.assert_close(uniform.eval()(x), standard.eval()(x))
-    with pytest.raises(ValueError, match="dropout_mask must be one of"):
-        create_model(name, dropout_mask="gaussian")
-
-
 @pytest.mark.parametrize("half", [False, True])
 def test_torch_compile_traces_a_training_step(half):
     """Dynamo and AOTAutograd (torch.compile's front end, without Inductor's C++ code) give eager's numbers."""

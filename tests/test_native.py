@@ -1,31 +1,43 @@
-"""The native CPU noise kernel (cemnet.native): its generator, its law, and how the noise layers use it."""
+"""The native CPU kernels (cemnet._native): their generator, their law, their checks, how they are built and used."""
 
 import os
 import time
-import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
-from cemnet import native
+from cemnet import _native, runtime
 from cemnet import nn as cnn
 from cemnet.nn import functional as SF
 
+from conftest import native_kernels_or_skip
+
 N = 1_000_000
+PROBES = Path(__file__).with_name("csrc") / "probes.cpp"
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    module = native.kernels()
-    if module is None:
-        pytest.skip(f"the native kernels are off or could not be built ({native.NATIVE_ENV}, compiler, ninja)")
-    return module
+    return native_kernels_or_skip()
+
+
+@pytest.fixture(scope="module")
+def probes(kernel):
+    """Test-only entry points (tests/csrc/probes.cpp) on the kernels' own generator header and flags."""
+    return _native.load_extension([PROBES], "cemnet_probes")
 
 
 def factors(kernel, n: int, a: float, b: float, key: int) -> torch.Tensor:
     out = torch.empty(n)
-    kernel.noise_factor(out.data_ptr(), n, a, b, key, False)
+    kernel.noise_factor(out.numpy(), a, b, key, False)
     return out
+
+
+def words(probes, n: int, first: int, key: int) -> torch.Tensor:
+    out = torch.empty(2 * n, dtype=torch.int32)
+    probes.threefry_words(out.numpy().view("uint32"), first, key)
+    return out.to(torch.int64) & 0xFFFFFFFF
 
 
 def ks_distance(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -43,20 +55,21 @@ def ks_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     (2**64 - 1, 2**64 - 1, (0x1CB996FC, 0xBB002BE7)),
     (0x85A308D3_243F6A88, 0x03707344_13198A2E, (0xC4923A9C, 0x483DF7A0)),
 ])
-def test_threefry_known_answers(kernel, first, key, expected):
-    words = torch.empty(2, dtype=torch.int32)
-    kernel.threefry_words(words.data_ptr(), 1, first, key)
-    assert tuple(int(word) & 0xFFFFFFFF for word in words) == expected
+def test_threefry_known_answers(probes, first, key, expected):
+    assert tuple(words(probes, 1, first, key).tolist()) == expected
 
 
-def test_threefry_blocks_count_on_from_their_first_counter(kernel):
+def test_threefry_blocks_count_on_from_their_first_counter(probes):
     # 130 counters span three blocks of 64 (the last one partial); each word pair is the counter's own.
-    many = torch.empty(2 * 130, dtype=torch.int32)
-    kernel.threefry_words(many.data_ptr(), 130, 1000, 7)
-    one = torch.empty(2, dtype=torch.int32)
+    many = words(probes, 130, 1000, 7)
     for index in (0, 63, 64, 129):
-        kernel.threefry_words(one.data_ptr(), 1, 1000 + index, 7)
-        assert torch.equal(many[2 * index:2 * index + 2], one)
+        assert torch.equal(many[2 * index:2 * index + 2], words(probes, 1, 1000 + index, 7))
+
+
+def test_kernels_run_on_pytorchs_threads(probes):
+    if torch.get_num_threads() < 2:
+        pytest.skip("one intra-op thread")
+    assert probes.parallel_threads() == torch.get_num_threads()
 
 
 def test_factor_has_the_law_of_two_independent_normal_factors(kernel):
@@ -83,12 +96,6 @@ def test_each_gaussian_of_the_pair_is_standard_and_the_two_are_independent(kerne
     assert abs(torch.corrcoef(torch.stack([z1**2, z2**2]))[0, 1].item()) < 0.005  # not just uncorrelated
 
 
-def test_kernel_runs_on_pytorchs_threads(kernel):
-    if torch.get_num_threads() < 2:
-        pytest.skip("one intra-op thread")
-    assert kernel.parallel_threads() == torch.get_num_threads()
-
-
 def test_factors_depend_on_key_and_position_only(kernel):
     threads = torch.get_num_threads()
     try:
@@ -104,21 +111,37 @@ def test_factors_depend_on_key_and_position_only(kernel):
 def test_accumulate_multiplies_into_the_buffer(kernel):
     out = factors(kernel, 10_000, 0.2, 0.1, key=1)
     expected = out * factors(kernel, 10_000, 0.3, 0.0, key=2)
-    kernel.noise_factor(out.data_ptr(), out.numel(), 0.3, 0.0, 2, True)
+    kernel.noise_factor(out.numpy(), 0.3, 0.0, 2, True)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("p", [0.5, 0.2, 1 / 3])
-def test_keep_mask_thresholds_the_24_bit_uniforms_of_both_words(kernel, p):
+def test_keep_mask_thresholds_the_24_bit_uniforms_of_both_words(kernel, probes, p):
     n = 2 * 100 + 1  # an odd count: the last counter's second word is not used
-    packed = torch.empty(2 * 101, dtype=torch.int32)
-    kernel.threefry_words(packed.data_ptr(), 101, 0, 42)
-    words = packed.to(torch.int64) & 0xFFFFFFFF
-    uniforms = (words >> 8).double() / 2**24  # float32 uniform_()'s 24-bit values
+    uniforms = (words(probes, 101, 0, 42) >> 8).double() / 2**24  # float32 uniform_()'s 24-bit values
     expected = (uniforms[:n] >= p).float() / (1 - p)
     mask = torch.empty(n)
-    kernel.keep_mask(mask.data_ptr(), n, p, 42)
+    kernel.keep_mask(mask.numpy(), p, 42)
     torch.testing.assert_close(mask, expected, rtol=0, atol=0)
+
+
+def test_the_kernels_check_what_they_are_given(kernel):
+    """Memory safety rests on the C++ side: wrong dtypes, layouts and sizes are refused before any access."""
+    with pytest.raises(TypeError):
+        kernel.noise_factor(torch.empty(8, dtype=torch.float64).numpy(), 0.1, 0.1, 1, False)
+    with pytest.raises(TypeError):
+        kernel.noise_factor(torch.empty(4, 4).t().numpy(), 0.1, 0.1, 1, False)  # not C-contiguous: no silent copy
+    with pytest.raises(ValueError, match="rate"):
+        kernel.keep_mask(torch.empty(8).numpy(), 1.0, 1)
+    rows = torch.randn(3, 2 * 4 * 6)
+    with pytest.raises(ValueError, match="outer \\* channels \\* inner"):
+        kernel.channel_sums(rows.numpy(), rows.numpy(), 2, 4, 4)
+    with pytest.raises(ValueError, match="shape of x"):
+        kernel.channel_sums(rows.numpy(), torch.randn(2, 48).numpy(), 2, 4, 6)
+    with pytest.raises(ValueError, match=r"\(2, C, 2\) coefficients"):
+        kernel.channel_affine(torch.empty_like(rows).numpy(), rows.numpy(), None, torch.randn(3, 4, 2).numpy(), 2, 4, 6)
+    with pytest.raises(ValueError, match="float32 CPU tensors"):
+        _native.noise_factor(torch.empty(4, dtype=torch.float64), (0.1,))
 
 
 def test_multiplicative_noise_draws_one_key_per_pair_of_sigmas(kernel):
@@ -129,64 +152,75 @@ def test_multiplicative_noise_draws_one_key_per_pair_of_sigmas(kernel):
     n = 2 * x.numel()
     factor = factors(kernel, n, 0.125, 0.25, keys[0]) * factors(kernel, n, 0.1, 0.0, keys[1])
     torch.manual_seed(8)
-    out = SF.multiplicative_noise(x, sigmas)
+    out = SF.multiplicative_noise(x, sigmas, kernels=SF.NATIVE)
     torch.testing.assert_close(torch.view_as_real(out), torch.view_as_real(x) * factor.view(3, 4, 5, 3, 2),
                                rtol=0, atol=0)
-    assert not torch.equal(SF.multiplicative_noise(x, sigmas), out)  # fresh keys on every call
+    assert not torch.equal(SF.multiplicative_noise(x, sigmas, kernels=SF.NATIVE), out)  # fresh keys on every call
 
 
 def test_multiplicative_noise_gradient_is_the_factor(kernel):
     x = torch.randn(2, 3, 4, 4, dtype=torch.complex64, requires_grad=True)
-    out = SF.multiplicative_noise(x, (0.2, 0.3))
+    out = SF.multiplicative_noise(x, (0.2, 0.3), kernels=SF.NATIVE)
     factor = torch.view_as_real(out).detach() / torch.view_as_real(x).detach()
     torch.view_as_real(out).sum().backward()
     torch.testing.assert_close(torch.view_as_real(x.grad), factor)
 
 
-def test_noise_factor_falls_back_to_torchs_generator_off_float32(kernel):
+def test_noise_factor_takes_torchs_generator_off_float32(kernel):
     like = torch.empty(2, 3, 8, 5, 2, dtype=torch.float64)
     torch.manual_seed(4)
-    drawn = SF.noise_factor(like, (0.2, 0.3))
+    drawn = SF.noise_factor(like, (0.2, 0.3), kernels=SF.NATIVE)
     torch.manual_seed(4)
     expected = SF.normal_like(like, 1.0, 0.2) * SF.normal_like(like, 1.0, 0.3)
     torch.testing.assert_close(drawn, expected, rtol=0, atol=0)
 
 
-def test_native_setting_off_require_and_invalid(monkeypatch):
-    for value, setting in (("0", "off"), ("1", "require"), ("auto", "auto"), ("", "auto")):
-        monkeypatch.setenv(native.NATIVE_ENV, value)
-        assert native.native_setting() == setting
-    monkeypatch.setenv(native.NATIVE_ENV, "fast")
-    with pytest.raises(ValueError, match="CEMNET_NATIVE"):
-        native.native_setting()
+def test_kernel_setting_from_the_environment_and_invalid_values(monkeypatch):
+    for value, setting in (("native", "native"), ("torch", "torch"), ("auto", "auto"), ("", "auto")):
+        monkeypatch.setenv(runtime.KERNELS_ENV, value)
+        assert runtime.kernel_setting() == setting
+    monkeypatch.setenv(runtime.KERNELS_ENV, "fast")
+    with pytest.raises(ValueError, match="CEMNET_KERNELS must be one of"):
+        runtime.kernel_setting()
+    with runtime.using_kernels("torch"):  # a set value wins over the environment, inside the block only
+        assert runtime.kernel_setting() == "torch"
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        runtime.set_kernels("fast")
 
 
-def test_failed_build_warns_and_falls_back_unless_required(monkeypatch):
-    def broken_build():
-        raise RuntimeError("no compiler\nlong compiler output")
+def test_layers_choose_their_kernels_when_built_and_moved():
+    with runtime.using_kernels("torch"):
+        layer = cnn.SpectralBatchNorm2d(3)
+    assert layer.kernels is SF.TORCH_CPU  # the setting at construction decides
+    with runtime.using_kernels("native"):
+        assert layer.kernels is SF.TORCH_CPU  # not re-decided per call
+        layer.float()  # a move decides again
+        assert layer.kernels is SF.NATIVE
+        noise = cnn.SpectralDropout().to("meta")  # no parameters: still knows where it went
+        assert noise.device.type == "meta" and noise.kernels is SF.TORCH
 
-    monkeypatch.setattr(native, "_build", broken_build)
-    try:
-        native.kernels.cache_clear()
-        monkeypatch.setenv(native.NATIVE_ENV, "auto")
-        with pytest.warns(RuntimeWarning, match="could not be built .*no compiler"):
-            assert native.kernels() is None
-        native.kernels.cache_clear()
-        monkeypatch.setenv(native.NATIVE_ENV, "1")
-        with pytest.raises(RuntimeError, match="CEMNET_NATIVE=1"):
-            native.kernels()
-        native.kernels.cache_clear()
-        monkeypatch.setenv(native.NATIVE_ENV, "0")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            assert native.kernels() is None  # off: no build, no warning
+
+def test_failed_build_warns_once_and_falls_back_unless_required(monkeypatch, capsys):
+    def broken():
+        raise _native.NativeBuildError("no compiler")
+
+    monkeypatch.setattr(_native, "kernels", broken)
+    monkeypatch.setattr(runtime, "_native_failure", None)
+    with runtime.using_kernels("auto"):
+        assert runtime.native_kernels() is None and runtime.native_kernels() is None
+        assert capsys.readouterr().err.count("could not be built (no compiler)") == 1
+        assert runtime.kernels_in_use(torch.device("cpu")) == "torch"
         x = torch.randn(2, 3, 4, 4, dtype=torch.complex64)
         torch.manual_seed(1)
         expected = torch.view_as_real(x) * SF.normal_like(torch.view_as_real(x), 1.0, 0.2)
         torch.manual_seed(1)
-        torch.testing.assert_close(torch.view_as_real(SF.multiplicative_noise(x, 0.2)), expected, rtol=0, atol=0)
-    finally:
-        native.kernels.cache_clear()  # the next caller builds (or loads) the real kernel again
+        out = SF.multiplicative_noise(x, 0.2, kernels=SF.NATIVE)  # falls back to PyTorch's generator
+        torch.testing.assert_close(torch.view_as_real(out), expected, rtol=0, atol=0)
+    monkeypatch.setattr(runtime, "_native_failure", None)
+    with runtime.using_kernels("native"), pytest.raises(_native.NativeBuildError, match="CEMNET_KERNELS=native"):
+        runtime.native_kernels()
+    with runtime.using_kernels("torch"):
+        assert runtime.native_kernels() is None and capsys.readouterr().err == ""  # off: no build, no warning
 
 
 def test_loading_the_kernel_keeps_denormals(kernel):
@@ -195,22 +229,29 @@ def test_loading_the_kernel_keeps_denormals(kernel):
     assert (tiny * 1.0).item() > 0
 
 
-def test_build_goes_to_torch_extensions_dir_and_says_so(kernel, tmp_path, monkeypatch, capsys):
+def test_cold_build_goes_to_torch_extensions_dir_without_locks(kernel, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    built = native._build()  # a cold build, as on a fresh machine (about 10 s)
+    killed = tmp_path / ".build-cemnet_kernels_0-abc"  # what a build killed long ago left behind
+    killed.mkdir()
+    old = time.time() - _native.BUILD_TIMEOUT_S - 60
+    os.utime(killed, (old, old))
+    built = _native.load_extension([_native.KERNELS_SOURCE], "cemnet_kernels")  # a cold build, as on a fresh machine
     assert "compiling the native CPU kernels" in capsys.readouterr().err
-    (directory,) = tmp_path.iterdir()
-    assert built.__name__.startswith(directory.name) and any(directory.glob(f"{built.__name__}.*"))
+    assert [path.name for path in tmp_path.iterdir()] == [f"{built.__name__}.so"]  # no lock, no build folders
     assert factors(built, 5, 0.1, 0.2, key=3).tolist() == factors(kernel, 5, 0.1, 0.2, key=3).tolist()
-    native._build()  # built already: loaded without a word
+    _native.load_extension([_native.KERNELS_SOURCE], "cemnet_kernels")  # built already: loaded without a word
     assert capsys.readouterr().err == ""
-    lock = directory / "lock"  # what a killed build leaves; PyTorch would wait for it forever
-    lock.touch()
-    old = time.time() - native.STALE_LOCK_S - 60
-    os.utime(lock, (old, old))
-    with pytest.warns(RuntimeWarning, match="removing the build lock"):
-        native._build()
-    assert not lock.exists()
+
+
+def test_a_failed_compilation_says_why_in_one_line(tmp_path, monkeypatch):
+    native_kernels_or_skip()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++;\n")
+    with pytest.raises(_native.NativeBuildError, match="error") as raised:
+        _native.load_extension([broken], "cemnet_broken")
+    assert "\n" not in str(raised.value)
+    assert [path.name for path in (tmp_path / "cache").iterdir()] == []  # nothing left behind
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -221,15 +262,14 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("shape", [(6, 4, 7, 4), (3, 5, 5, 3)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("offset", [0.3, 40.0])  # the one-pass statistics, then the centred two-pass ones
-def test_batch_norm_equals_pytorchs_operations(kernel, monkeypatch, shape, layout, offset):
+def test_batch_norm_equals_pytorchs_operations(kernel, shape, layout, offset):
     x = torch.randn(shape, dtype=torch.complex64) * 2 + offset * (1 - 0.5j)
     x = (_channels_last(x) if layout == "channels_last" else x).requires_grad_()
     weight, bias = torch.randn(shape[1], 2, requires_grad=True), torch.randn(shape[1], 2, requires_grad=True)
     grad = torch.randn(shape, dtype=torch.complex64)
     results = []
-    for kernels in (kernel, None):
-        monkeypatch.setattr(native, "kernels", lambda kernels=kernels: kernels)
-        out, mean, var = SF.spectral_batch_norm_with_stats(x, weight, bias)
+    for kernels in (SF.NATIVE, SF.TORCH_CPU):
+        out, mean, var = SF.spectral_batch_norm_with_stats(x, weight, bias, kernels=kernels)
         results.append((out, mean, var, *torch.autograd.grad(out, (x, weight, bias), grad)))
     for native_value, torch_value in zip(*results):
         scale = torch_value.abs().max().item()
@@ -239,14 +279,12 @@ def test_batch_norm_equals_pytorchs_operations(kernel, monkeypatch, shape, layou
 
 def test_batch_norm_layer_uses_the_kernel_and_updates_running_statistics(kernel, monkeypatch):
     calls = []
-
-    class Counting:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(kernel, name)
-
-    monkeypatch.setattr(native, "kernels", lambda: Counting())
-    layer = cnn.SpectralBatchNorm2d(3).train()
+    for name in ("channel_sums", "channel_affine"):
+        original = getattr(_native, name)
+        monkeypatch.setattr(_native, name, lambda *a, original=original, name=name, **k: calls.append(name) or
+                            original(*a, **k))
+    with runtime.using_kernels("native"):
+        layer = cnn.SpectralBatchNorm2d(3).train()
     x = torch.randn(4, 3, 5, 5, dtype=torch.complex64) + 2.0
     layer(x.requires_grad_()).real.sum().backward()
     assert calls.count("channel_sums") == 2 and calls.count("channel_affine") == 2  # forward and backward
@@ -256,22 +294,22 @@ def test_batch_norm_layer_uses_the_kernel_and_updates_running_statistics(kernel,
 
 
 def test_eval_batch_norm_uses_the_kernel_only_without_autograd(kernel, monkeypatch):
-    layer = cnn.SpectralBatchNorm2d(4)
+    layers = []
+    for setting in ("native", "torch"):
+        with runtime.using_kernels(setting):
+            layers.append(cnn.SpectralBatchNorm2d(4))
     with torch.no_grad():
-        for module in (layer.real, layer.imag):
+        for module in (layers[0].real, layers[0].imag):
             module.running_mean.uniform_(-1, 1)
             module.running_var.uniform_(0.5, 2)
             module.weight.uniform_(0.5, 2)
             module.bias.uniform_(-1, 1)
-    layer.eval()
+    layers[1].load_state_dict(layers[0].state_dict())
     x = _channels_last(torch.randn(3, 4, 6, 4, dtype=torch.complex64))
-    outputs = []
-    for kernels in (kernel, None):
-        monkeypatch.setattr(native, "kernels", lambda kernels=kernels: kernels)
-        with torch.no_grad():
-            outputs.append(layer(x))
+    with torch.no_grad():
+        outputs = [layer.eval()(x) for layer in layers]
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-6, atol=1e-6)
-    monkeypatch.setattr(native, "kernels", lambda: kernel)
-    out = layer(x)  # gradients asked for (the weights): PyTorch's operations, which autograd follows
+    monkeypatch.setattr(_native, "channel_affine", None)  # would fail if called
+    out = layers[0](x)  # gradients asked for (the weights): PyTorch's operations, which autograd follows
     out.real.sum().backward()
-    assert layer.real.weight.grad is not None and layer.real.weight.grad.abs().sum() > 0
+    assert layers[0].real.weight.grad is not None and layers[0].real.weight.grad.abs().sum() > 0

@@ -1,6 +1,6 @@
 import pytest
 
-from cemnet.checkpoint import save_checkpoint
+from cemnet.training.checkpoint import save_checkpoint
 from cemnet.models import create_model
 
 pytest.importorskip("matplotlib")

@@ -38,8 +38,8 @@ def test_exact_layer_is_circular_conv2d(shape, seed):
 def test_weight_fixation_is_an_idempotent_projection(shape, anchor, real_kernel):
     _, c_in, c_out, k, h, w = shape
     spectrum = torch.randn(c_out, c_in, h, w, dtype=torch.complex128)
-    once = spectral.project_to_support(spectrum, k, anchor, real_kernel)
-    torch.testing.assert_close(spectral.project_to_support(once, k, anchor, real_kernel), once)
+    once = spectral.project_to_support(spectrum, k, anchor=anchor, real_kernel=real_kernel)
+    torch.testing.assert_close(spectral.project_to_support(once, k, anchor=anchor, real_kernel=real_kernel), once)
     full = spectral.pad_kernel(spectral.crop_kernel(torch.fft.ifft2(once), k, anchor), (h, w), anchor)
     torch.testing.assert_close(torch.fft.ifft2(once), full)  # nothing outside the support
 

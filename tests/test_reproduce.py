@@ -12,7 +12,7 @@ def quick(data_dir):
 
 
 def test_table1_has_every_row_and_finished_seeds_are_not_retrained(quick, tmp_path, monkeypatch):
-    import cemnet.train
+    import cemnet.training
 
     markdown = reproduce("table1", epochs=1, out=tmp_path, seeds=2, **quick)
     lines = markdown.splitlines()
@@ -27,8 +27,8 @@ def test_table1_has_every_row_and_finished_seeds_are_not_retrained(quick, tmp_pa
     assert "not run" in next(line for line in lines if line.startswith("| 2SReLU"))
 
     trained = []
-    real_train = cemnet.train.train
-    monkeypatch.setattr(cemnet.train, "train", lambda config, **kw: trained.append(config) or real_train(config, **kw))
+    real_train = cemnet.training.train
+    monkeypatch.setattr(cemnet.training, "train", lambda config, **kw: trained.append(config) or real_train(config, **kw))
     assert reproduce("table1", epochs=1, out=tmp_path, seeds=2, **quick) == markdown
     assert trained == []  # every seed was read back
     results = json.loads((tmp_path / "table1" / "table1.json").read_text())

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cemnet.train import TrainConfig, train
+from cemnet.training import TrainConfig, train
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cemnet import checkpoint as ckpt
-from cemnet import train as trainer
-from cemnet.train import (
+from cemnet import runtime
+from cemnet.training import (
+    PRESETS,
     TrainConfig,
     TrainingDiverged,
     make_optimizer,
@@ -16,6 +16,8 @@ from cemnet.train import (
     recalibrate_batch_norm,
     train,
 )
+from cemnet.training import checkpoint as ckpt
+from cemnet.training import step as training_step
 
 TINY = {"limit_train": 200, "limit_test": 200, "batch_size": 50, "progress": False, "download": False}
 
@@ -38,7 +40,7 @@ def _assert_same_weights(a, b):
 
 
 def test_schedule_is_cosine_to_the_floor_after_warmup():
-    recipe = trainer.PRESETS["authors-code"]
+    recipe = PRESETS["authors-code"]
     optimizer = make_optimizer(torch.nn.Linear(1, 1), recipe)
     schedule = make_schedule(optimizer, recipe, total_steps=100, warmup_steps=10)
     lrs = []
@@ -93,7 +95,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(data_dir, tmp_path, model,
 def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(data_dir, tmp_path, monkeypatch):
     train(_config(data_dir, tmp_path / "full"))
     calls = {"n": 0}
-    fix = trainer.apply_weight_fixation
+    fix = training_step.apply_weight_fixation
 
     def fix_then_interrupt(model, real_kernel=False):
         calls["n"] += 1
@@ -101,10 +103,10 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(data_dir, tmp_
             os.kill(os.getpid(), signal.SIGINT)
         return fix(model, real_kernel)
 
-    monkeypatch.setattr(trainer, "apply_weight_fixation", fix_then_interrupt)
+    monkeypatch.setattr(training_step, "apply_weight_fixation", fix_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(_config(data_dir, tmp_path / "split"))
-    monkeypatch.setattr(trainer, "apply_weight_fixation", fix)
+    monkeypatch.setattr(training_step, "apply_weight_fixation", fix)
     assert ckpt.load_state(tmp_path / "split/last.safetensors")["step"] == 2
     train(_config(data_dir, tmp_path / "split"), resume=True)
     _assert_same_weights(_weights(tmp_path / "full/last.safetensors"), _weights(tmp_path / "split/last.safetensors"))
@@ -113,8 +115,8 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(data_dir, tmp_
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
     train(_config(data_dir, tmp_path, stop_after=1))
     good = (tmp_path / "last.safetensors").read_bytes()
-    real_loss = trainer.F.cross_entropy
-    monkeypatch.setattr(trainer.F, "cross_entropy",
+    real_loss = training_step.F.cross_entropy
+    monkeypatch.setattr(training_step.F, "cross_entropy",
                         lambda logits, y, **kw: real_loss(logits, y, **kw) * float("nan"))
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*unchanged"):
         train(_config(data_dir, tmp_path), resume=True)
@@ -146,7 +148,7 @@ def test_two_process_ddp_keeps_weights_identical(data_dir, tmp_path):
 
 
 def test_more_cuda_processes_than_devices_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(runtime, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -135,14 +135,19 @@ def _extra_backward(module: nn.Module, forward: int, rule: str, batch_size: int)
     return extra
 
 
-def count_ops(model: nn.Module, input_size: tuple[int, int, int] | None = None, rule: str = "paper",
+def count_ops(model: nn.Module, image_shape: tuple[int, int, int] | None = None, rule: str = "paper",
               batch_size: int = 100) -> OpCount:
     """Count forward and backward operations per image of ``model``.
 
+    The layers' shapes come from one forward pass of a zero image in eval
+    mode, on the model's device. Build the model on the meta device
+    (``with torch.device("meta"): model = create_model(name)``) and that pass
+    computes shapes only: no arithmetic, no allocation, nothing compiled.
+
     Args:
-        model: a registry model (CNN or CEMNet) or any module built from
+        model: a registry model (CNN, CEMNet or FCNN) or any module built from
             ``nn.Conv2d``, ``nn.Linear`` and the :mod:`cemnet.nn` layers.
-        input_size: ``(C, H, W)`` of one image; default from ``model.spec``.
+        image_shape: ``(C, H, W)`` of one image; default from ``model.spec``.
         rule: backward rule, ``"paper"`` or ``"autograd"`` (module docstring).
         batch_size: images per optimizer step, over which Weight Fixation is amortised.
 
@@ -151,9 +156,10 @@ def count_ops(model: nn.Module, input_size: tuple[int, int, int] | None = None, 
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {list(RULES)}, got {rule!r}")
-    if input_size is None:
+    if image_shape is None:
         spec = model.spec
-        input_size = (spec.in_channels, spec.image_size, spec.image_size)
+        image_shape = (spec.in_channels, spec.image_size, spec.image_size)
+    device = next(model.parameters()).device
     names = {module: name for name, module in model.named_modules()}
     result = OpCount()
 
@@ -168,7 +174,7 @@ def count_ops(model: nn.Module, input_size: tuple[int, int, int] | None = None, 
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_size))
+            model(torch.zeros(1, *image_shape, device=device))
     finally:
         for hook in hooks:
             hook.remove()

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cemnet.checkpoint import load_model
 from cemnet.nn import SpectralConv2d
+from cemnet.training.checkpoint import load_model
 
 
 def _pyplot():

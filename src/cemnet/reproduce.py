@@ -1,7 +1,7 @@
 """``cemnet reproduce table1|table2``: train every row of the paper's Tables 1-2 with one recipe.
 
 Each row trains ``seeds`` runs, seed ``s`` into ``OUT/TABLE/ROW/seed-S`` with
-:func:`cemnet.train.train`, seed by seed (every row's seed 0 first, then
+:func:`cemnet.training.train`, seed by seed (every row's seed 0 first, then
 every row's seed 1, ...); a run that already holds the requested epochs is
 read back, not retrained, and an interrupted run resumes. A row reports the
 mean and the sample standard deviation of its seeds' final test errors. The
@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cemnet.checkpoint import read_header
+import torch
+
 from cemnet.models import create_model
 from cemnet.ops import count_ops
+from cemnet.training.checkpoint import read_header
 
 
 @dataclass(frozen=True)
@@ -94,22 +96,27 @@ def _training_seconds(run: Path) -> float:
 
 
 def reproduce(table: str, epochs: int = 800, out: str | Path = "runs/reproduce", seeds: int = 1,
-              **train_options) -> str:
+              rows: list[str] | None = None, **train_options) -> str:
     """Train (or read back) ``seeds`` runs of every row of ``table``; write and return the markdown table.
 
-    ``train_options`` go to :class:`cemnet.train.TrainConfig` (``data_dir``,
-    ``device``, ``limit_train``, ...).
+    ``rows`` limits the training to the rows of those names (:attr:`Row.slug`);
+    the others are reported as not run. ``train_options`` go to
+    :class:`cemnet.training.TrainConfig` (``data_dir``, ``device``, ``limit_train``, ...).
     """
-    from cemnet.train import TrainConfig, train
+    from cemnet.training import TrainConfig, train
 
     if table not in TABLES:
         raise ValueError(f"table must be one of {sorted(TABLES)}, got {table!r}")
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
+    known = [row.slug for row in TABLES[table] if row.model is not None]
+    unknown = sorted(set(rows or []) - set(known))
+    if unknown:
+        raise ValueError(f"{table} has no rows {unknown} to train; its rows are {known}")
     out = Path(out) / table
-    rows = [row for row in TABLES[table] if row.model is not None]
+    selected = [row for row in TABLES[table] if row.model is not None and (not rows or row.slug in rows)]
     for seed in range(seeds):  # seed-major: an interrupted table has every row's first seeds
-        for row in rows:
+        for row in selected:
             run = out / row.slug / f"seed-{seed}"
             if _finished(run, epochs) is None:  # not run yet, or interrupted: train (resuming where it stopped)
                 print(f"== {table}: {row.label} ({row.model}, {row.options or 'defaults'}), seed {seed}, "
@@ -117,7 +124,7 @@ def reproduce(table: str, epochs: int = 800, out: str | Path = "runs/reproduce",
                 train(TrainConfig(model=row.model, epochs=epochs, out=str(run), model_options=row.options, seed=seed,
                                   **train_options), resume=(run / "last.safetensors").is_file())
     results = {row.slug: _row_result(row, [out / row.slug / f"seed-{seed}" for seed in range(seeds)], epochs)
-               for row in rows}
+               for row in selected}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{table}.json").write_text(json.dumps(results, indent=2))
     markdown = render(table, results)
@@ -128,7 +135,8 @@ def reproduce(table: str, epochs: int = 800, out: str | Path = "runs/reproduce",
 def _row_result(row: Row, runs: list[Path], epochs: int) -> dict[str, Any]:
     """A row's numbers: each seed's error and training time, their mean and spread, the operation counts."""
     errors = [100 * (1 - _finished(run, epochs)["test_accuracy"]) for run in runs]
-    ops = count_ops(create_model(row.model, **row.options))
+    with torch.device("meta"):  # counts need shapes only
+        ops = count_ops(create_model(row.model, **row.options))
     return {
         "epochs": epochs, "seeds": len(runs), "errors": errors, "error": statistics.fmean(errors),
         "error_std": statistics.stdev(errors) if len(errors) > 1 else None,

@@ -23,6 +23,7 @@ from cemnet.models._registry import (
     create_model,
     list_models,
     model_info,
+    parse_option,
     register_model,
 )
 from cemnet.models.convnets import CEMNet, ConvNet, NetSpec
@@ -38,5 +39,6 @@ __all__ = [
     "create_model",
     "list_models",
     "model_info",
+    "parse_option",
     "register_model",
 ]

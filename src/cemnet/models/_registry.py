@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import fnmatch
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
@@ -79,3 +81,22 @@ def list_models(pattern: str = "*") -> list[str]:
 def count_parameters(model: nn.Module) -> int:
     """Trainable real numbers (a complex weight counts twice: it is stored as two reals)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """A preset override written ``key=value`` (``-O`` on the command line): the value as a Python literal.
+
+    ``true``/``false``/``none`` in any case read as ``True``/``False``/``None``;
+    a value that is no literal stays a string (``storage=frequency``).
+
+    Raises:
+        argparse.ArgumentTypeError: the text is not ``key=value``.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    lowered = {"true": "True", "false": "False", "none": "None"}.get(raw.lower(), raw)
+    try:
+        return key, ast.literal_eval(lowered)
+    except (ValueError, SyntaxError):
+        return key, raw

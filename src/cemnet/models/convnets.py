@@ -25,6 +25,7 @@ from torch import nn
 
 from cemnet import nn as cnn
 from cemnet.models._registry import register_model
+from cemnet.spectral import SpectralGrid
 
 
 @dataclass(frozen=True)
@@ -83,21 +84,12 @@ class ConvNet(nn.Module):
 
     Args:
         spec: the architecture.
-        block_pool: pool with :class:`~cemnet.nn.BlockMaxPool2d` (the same
-            function as ``nn.MaxPool2d(2)``, faster at inference, and the
-            pooling the CEMNets use) instead of ``nn.MaxPool2d``: for
-            comparing the twins with the same pooling code (docs/performance.md).
-        dropout_mask: ``"bernoulli"`` (``nn.Dropout``, the default) or
-            ``"uniform"`` (:class:`~cemnet.nn.UniformMaskDropout`: the same
-            law at the cost of one float32 uniform per number on any CPU; for
-            comparing the twins without PyTorch's vendor-specific Bernoulli
-            draws, docs/performance.md).
 
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(self, spec: NetSpec, block_pool: bool = False, dropout_mask: str = "bernoulli") -> None:
+    def __init__(self, spec: NetSpec) -> None:
         super().__init__()
         self.spec = spec
         layers: list[nn.Module] = []
@@ -111,14 +103,13 @@ class ConvNet(nn.Module):
                     layers.append(nn.BatchNorm2d(width))
                 layers.append(nn.LeakyReLU(spec.negative_slope))
                 if spec.dropout:
-                    layers.append(cnn.dropout_layer(spec.dropout, dropout_mask))
+                    layers.append(nn.Dropout(spec.dropout))
                 channels = width
-            layers.append(cnn.BlockMaxPool2d(2) if block_pool else nn.MaxPool2d(2))
+            layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            cnn.mlp_branch(spec.features, spec.hidden, spec.negative_slope, spec.dropout, spec.batch_norm,
-                           dropout_mask=dropout_mask),
+            cnn.mlp_branch(spec.features, spec.hidden, spec.negative_slope, spec.dropout, spec.batch_norm),
             nn.Linear(spec.hidden[-1] if spec.hidden else spec.features, spec.num_classes),
         )
         self.reset_parameters()
@@ -136,6 +127,11 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+# The approximated Leaky ReLU's sigma, p / 4 with the paper's p = 0.5 (Sec. 3.1.4); it does not follow the
+# dropout rate, so the noise stays when dropout is ablated.
+LEAKY_SIGMA = 0.5 / 4
+
+
 class CEMNet(nn.Module):
     """The frequency-domain twin of a :class:`NetSpec` (paper Sec. 3.2, Algorithm 1).
 
@@ -143,62 +139,46 @@ class CEMNet(nn.Module):
         spec: the architecture.
         conj: ``"input"`` (paper) or ``"weight"`` (every conv exactly a circular ``conv2d``).
         storage: ``"frequency"`` (the paper: full spectra + Weight Fixation),
-            ``"spatial"`` (the memory-saving variant) or ``"free"`` (no fixation).
+            ``"spatial"`` (real ``K x K`` kernels, transformed in every forward)
+            or ``"free"`` (frequency weights without fixation: the "-WF" rows).
         fixed_stages: with ``storage="frequency"``, Weight Fixation covers the
             first ``fixed_stages`` stages and the rest are ``"free"`` (the paper
             fixes the first 3 of 5 CIFAR blocks); ``None`` fixes all.
-        leaky_sigma: standard deviation of the approximated Leaky ReLU
-            (default ``p / 4``; the authors' code uses ``p / 6``).
+        leaky_sigma: standard deviation of the approximated Leaky ReLU.
+            Default: :data:`LEAKY_SIGMA` (the authors' code uses ``0.5 / 6``).
         noise_in_eval: keep the Leaky ReLU noise at evaluation (authors' code).
         half_spectrum: the fast variant on ``rfft2`` half spectra (see
             :mod:`cemnet.spectral`); the head then sees ``W // 2 + 1`` columns.
-        dropout_mask: the head's dropout, as for :class:`ConvNet` (the
-            frequency-domain layers draw Gaussians either way).
 
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(
-        self,
-        spec: NetSpec,
-        conj: str = "input",
-        storage: str = "frequency",
-        fixed_stages: int | None = None,
-        leaky_sigma: float | None = None,
-        noise_in_eval: bool = False,
-        half_spectrum: bool = False,
-        dropout_mask: str = "bernoulli",
-    ) -> None:
+    def __init__(self, spec: NetSpec, *, conj: str = "input", storage: str = "frequency",
+                 fixed_stages: int | None = None, leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False,
+                 half_spectrum: bool = False) -> None:
         super().__init__()
         self.spec = spec
-        p = spec.dropout or 0.5  # the Leaky ReLU noise stays when dropout is ablated
         layers: list[nn.Module] = [cnn.ToFrequency(half_spectrum)]
-        channels, size = spec.in_channels, spec.image_size
+        grid = SpectralGrid.of(spec.image_size, half_spectrum)
+        channels = spec.in_channels
         for index, widths in enumerate(spec.stages):
             fixed = fixed_stages is None or index < fixed_stages
             stage_storage = "free" if storage == "frequency" and not fixed else storage
             for width in widths:
-                layers.append(
-                    cnn.SpectralConv2d(
-                        channels, width, spec.kernel_size, size,
-                        conj=conj, storage=stage_storage, bias=not spec.batch_norm, half=half_spectrum,
-                    )
-                )
+                layers.append(cnn.SpectralConv2d(channels, width, spec.kernel_size, grid.size, conj=conj,
+                                                 storage=stage_storage, bias=not spec.batch_norm, half=grid.half))
                 if spec.batch_norm:
                     layers.append(cnn.SpectralBatchNorm2d(width))
-                layers.append(cnn.SpectralLeakyReLU(p, sigma=leaky_sigma, active_in_eval=noise_in_eval))
+                layers.append(cnn.SpectralLeakyReLU(sigma=leaky_sigma, active_in_eval=noise_in_eval))
                 if spec.dropout:
                     layers.append(cnn.SpectralDropout(spec.dropout))
                 channels = width
-            layers.append(cnn.SpectralMaxPool2d(2, size if half_spectrum else None))
-            size //= 2
+            layers.append(cnn.SpectralMaxPool2d(2, grid.size, half=grid.half))
+            grid = grid.pooled(2)
         self.features = cnn.SpectralSequential(*layers)
-        columns = size // 2 + 1 if half_spectrum else size
-        self.head = cnn.TwoBranchHead(
-            spec.stages[-1][-1] * size * columns, spec.hidden, spec.num_classes, spec.negative_slope, spec.dropout,
-            spec.batch_norm, dropout_mask,
-        )
+        self.head = cnn.TwoBranchHead(channels * grid.height * grid.columns, spec.hidden, spec.num_classes,
+                                      spec.negative_slope, spec.dropout, spec.batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.spec, type(self).__name__)
@@ -215,44 +195,40 @@ VGG_LARGE = replace(VGG_SMALL, stages=((64, 64), (128, 128), (256, 256), (512, 5
 def _cemnet_preset(spec: NetSpec, fixed_stages: int | None, summary: str):
     """A registry factory for the CEMNet of ``spec``; its keywords are the preset options."""
 
-    def factory(
-        weight_fixation: bool = True, batch_norm: bool = True, dropout: bool = True, conj: str = "input",
-        storage: str = "frequency", leaky_sigma: float | None = None, noise_in_eval: bool = False,
-        half_spectrum: bool = False, dropout_mask: str = "bernoulli",
-    ) -> CEMNet:
+    def factory(*, weight_fixation: bool = True, batch_norm: bool = True, dropout: bool = True, conj: str = "input",
+                storage: str = "frequency", leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False,
+                half_spectrum: bool = False) -> CEMNet:
+        if storage not in ("frequency", "spatial"):
+            raise ValueError(f"storage must be 'frequency' or 'spatial' (weight_fixation=false gives the frequency "
+                             f"storage without fixation), got {storage!r}")
         if not weight_fixation:
             if storage != "frequency":
-                raise ValueError(f"weight_fixation=False means storage 'free'; it contradicts storage={storage!r}")
+                raise ValueError(f"weight_fixation=False means frequency weights left free; it contradicts "
+                                 f"storage={storage!r}")
             storage = "free"
-        return CEMNet(spec.ablate(batch_norm, dropout), conj, storage, fixed_stages, leaky_sigma, noise_in_eval,
-                      half_spectrum, dropout_mask)
+        return CEMNet(spec.ablate(batch_norm, dropout), conj=conj, storage=storage, fixed_stages=fixed_stages,
+                      leaky_sigma=leaky_sigma, noise_in_eval=noise_in_eval, half_spectrum=half_spectrum)
 
     factory.__doc__ = summary
     return factory
 
 
 @register_model(dataset="mnist")
-def lenet5(
-    batch_norm: bool = True, dropout: bool = True, block_pool: bool = False, dropout_mask: str = "bernoulli"
-) -> ConvNet:
+def lenet5(*, batch_norm: bool = True, dropout: bool = True) -> ConvNet:
     """Modified LeNet-5 CNN (paper Sec. 4.2): 6@5x5 and 16@5x5 "same" convs, FC 784-120-84-10."""
-    return ConvNet(LENET5.ablate(batch_norm, dropout), block_pool, dropout_mask)
+    return ConvNet(LENET5.ablate(batch_norm, dropout))
 
 
 @register_model(dataset="cifar10")
-def vgg_small(
-    batch_norm: bool = True, dropout: bool = True, block_pool: bool = False, dropout_mask: str = "bernoulli"
-) -> ConvNet:
+def vgg_small(*, batch_norm: bool = True, dropout: bool = True) -> ConvNet:
     """Small VGG CNN (paper Sec. 4.3): one 3x3 conv per block, widths 64-512, FC 512."""
-    return ConvNet(VGG_SMALL.ablate(batch_norm, dropout), block_pool, dropout_mask)
+    return ConvNet(VGG_SMALL.ablate(batch_norm, dropout))
 
 
 @register_model(dataset="cifar10")
-def vgg_large(
-    batch_norm: bool = True, dropout: bool = True, block_pool: bool = False, dropout_mask: str = "bernoulli"
-) -> ConvNet:
+def vgg_large(*, batch_norm: bool = True, dropout: bool = True) -> ConvNet:
     """Large VGG CNN (paper Sec. 4.3): 2,2,2,3,3 3x3 convs per block, widths 64-512, FC 512."""
-    return ConvNet(VGG_LARGE.ablate(batch_norm, dropout), block_pool, dropout_mask)
+    return ConvNet(VGG_LARGE.ablate(batch_norm, dropout))
 
 
 register_model(dataset="mnist", twin="lenet5", name="cemnet-mnist")(

@@ -100,12 +100,12 @@ class FCNN(nn.Module):
 
 
 @register_model(dataset="mnist", twin="lenet5")
-def fcnn_mnist(batch_norm: bool = True, dropout: bool = True) -> FCNN:
+def fcnn_mnist(*, batch_norm: bool = True, dropout: bool = True) -> FCNN:
     """FCNN's method, reconstructed on lenet5's layer plan (not FCNN's own architecture)."""
     return FCNN(LENET5.ablate(batch_norm, dropout))
 
 
 @register_model(dataset="cifar10", twin="vgg-small")
-def fcnn_small(batch_norm: bool = True, dropout: bool = True) -> FCNN:
+def fcnn_small(*, batch_norm: bool = True, dropout: bool = True) -> FCNN:
     """FCNN's method, reconstructed on vgg-small's layer plan (not FCNN's own architecture)."""
     return FCNN(VGG_SMALL.ablate(batch_norm, dropout))

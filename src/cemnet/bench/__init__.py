@@ -2,7 +2,8 @@
 
 For every pair it measures, after warm-up:
 
-* a training step: forward, loss, backward, RMSProp step and Weight Fixation;
+* a training step: the trainer's own (:class:`cemnet.training.TrainingStep`:
+  forward, loss, backward, RMSProp step, schedule and Weight Fixation);
 * inference: an eval-mode forward without autograd;
 * the peak tensor memory of a training step above what the model, its
   optimizer state and the batch already hold (:func:`step_peak_memory`);
@@ -18,6 +19,9 @@ a CUDA graph (:func:`capture_cuda_graph`) and times the graphs' replays, for
 both twins: a CEMNet step launches several times the CNN's kernels, and a
 graph removes what the launches cost on the host. The memory column still
 measures eager steps.
+
+The CNN twins can be run with pooling and dropout layers that compute the
+same functions as the CEMNets' code (:mod:`cemnet.bench.fair_twins`).
 """
 
 from __future__ import annotations
@@ -29,92 +33,46 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from cemnet import native
+from cemnet import runtime
+from cemnet.bench.fair_twins import make_fair, split_options
 from cemnet.models import create_model, model_info
-from cemnet.nn import apply_weight_fixation
 from cemnet.timing import Timing, paired_ratio, time_pair
-from cemnet.train import PRESETS, make_optimizer
+from cemnet.training import PRESETS, TrainingStep
+from cemnet.training.graphs import capture_cuda_graph, require_cuda_for_graphs
 
 PAIRS = ("cemnet-mnist", "cemnet-small", "cemnet-large")
 
 
-# Eager runs of a step before it is recorded as a CUDA graph: they create the
-# optimizer state, the cuFFT plans and the cuBLAS workspaces outside the graph.
-GRAPH_WARMUP = 3
-
-
 def training_step(name: str, batch_size: int, device: torch.device, options: dict[str, Any],
                   cuda_graph: bool = False):
-    """A preset, a fixed random batch, and a closure running one paper-recipe training step on it.
+    """A preset, a fixed random batch, and a closure running one training step of the paper's recipe on it.
 
+    The step is :class:`cemnet.training.TrainingStep`, the trainer's own
+    (here with a schedule of 1,000 steps). ``options`` are the preset's
+    overrides plus the fairness options of :mod:`cemnet.bench.fair_twins`.
     With ``cuda_graph`` the closure replays a CUDA graph of the step
-    (:func:`capture_cuda_graph`; the optimizer is made ``capturable``), after
-    :data:`GRAPH_WARMUP` eager steps that already trained the model.
+    (:func:`cemnet.training.graphs.capture_cuda_graph`; the optimizer is made
+    ``capturable``), after warm-up steps that already trained the model.
     """
-    model = create_model(name, **options).to(device).train()
-    optimizer = make_optimizer(model, PRESETS["paper"], capturable=cuda_graph)
+    model_options, fairness = split_options(options)
+    model = make_fair(create_model(name, **model_options), **fairness).to(device).train()
+    step = TrainingStep(model, PRESETS["paper"], total_steps=1000, capturable=cuda_graph)
     spec = model.spec
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, spec.in_channels, spec.image_size, spec.image_size, generator=generator).to(device)
     y = torch.randint(0, spec.num_classes, (batch_size,), generator=generator).to(device)
 
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        apply_weight_fixation(model)
+    def run() -> None:
+        step(x, y)
 
-    return model, x, capture_cuda_graph(step, device) if cuda_graph else step
-
-
-def capture_cuda_graph(fn: Callable[[], object], device: torch.device,
-                       warmup: int = GRAPH_WARMUP) -> Callable[[], None]:
-    """Record ``fn`` as a CUDA graph; returns the graph's replay.
-
-    ``fn`` runs ``warmup`` times on a side stream first (PyTorch's recipe for
-    whole-network capture), then once under capture, which launches nothing.
-    Each replay repeats the recorded kernels on the same memory, with fresh
-    random numbers (PyTorch's CUDA generator is graph-safe) and without the
-    Python and launch cost of the eager call. ``fn`` must not synchronise
-    with the host (no ``.item()``, no data-dependent Python branches) and
-    must work on the same tensors every time (copy new inputs into them).
-
-    Raises:
-        ValueError: when ``device`` is not a CUDA device.
-    """
-    _require_cuda_for_graphs(device)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-
-    def replay() -> None:
-        graph.replay()
-
-    # The graph reads and writes the tensors that fn holds (a batch, the optimizer's state): the replay
-    # keeps fn, or they would be freed and their memory reused while the graph still points at it.
-    replay.recorded = fn
-    return replay
-
-
-def _require_cuda_for_graphs(device: torch.device) -> None:
-    if device.type != "cuda":
-        raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
+    return model, x, capture_cuda_graph(run, device) if cuda_graph else run
 
 
 def step_peak_memory(name: str, batch_size: int, device: torch.device, options: dict[str, Any]) -> int:
@@ -185,7 +143,7 @@ def bench_pair(name: str, batch_size: int = 100, device: torch.device | None = N
     """
     device = device or torch.device("cpu")
     if cuda_graphs:
-        _require_cuda_for_graphs(device)  # before building any model
+        require_cuda_for_graphs(device)  # before building any model
     options, twin_options = options or {}, twin_options or {}
     twin = model_info(name).twin
     if twin is None:
@@ -241,13 +199,8 @@ def run_bench(pairs: tuple[str, ...] = PAIRS, batch_size: int = 100, device: tor
     results = [bench_pair(name, batch_size, device, repeats, warmup, options, memory, twin_options, cuda_graphs)
                for name in pairs]
     info = {**machine(), "device": str(device), "batch_size": batch_size, "cuda_graphs": cuda_graphs,
-            "kernels": native_backend(device)}
+            "kernels": runtime.kernels_in_use(device)}
     return {"machine": info, "pairs": results}
-
-
-def native_backend(device: torch.device) -> str:
-    """What ran the CEMNets' noise and batch norm on ``device``: ``"native"`` (:mod:`cemnet.native`) or ``"torch"``."""
-    return "native" if device.type == "cpu" and native.kernels() is not None else "torch"
 
 
 def format_table(report: dict[str, Any]) -> str:

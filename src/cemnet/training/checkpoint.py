@@ -29,10 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-# 2: frequency-stored SpectralConv2d weights are frequency-major (H, W, 2, C_in, C_out);
-#    version 1 stored them (C_out, C_in, H, W, 2). Version-1 weights are migrated on load.
-# 3: the TwoBranchHead's two MLPs are one grouped MLP (`head.branches.*` instead of
-#    `head.real.*` / `head.imag.*`); the head migrates older weights when they are loaded.
+from cemnet.convert import to_frequency
+from cemnet.models import create_model
+
 SCHEMA_VERSION = 3
 
 
@@ -95,18 +94,6 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return {"token": header.get("token"), "meta": json.loads(header["meta"]), "version": int(header["version"])}
 
 
-def _migrate_v1(weights: dict[str, torch.Tensor], model: nn.Module) -> None:
-    """Version 1 -> 2: frequency weights from ``(C_out, C_in, H, W, 2)`` to frequency-major, in place."""
-    from cemnet.nn import SpectralConv2d  # deferred: nn does not import checkpoints
-
-    for name, module in model.named_modules():
-        key = f"{name}.weight" if name else "weight"
-        if isinstance(module, SpectralConv2d) and module.storage != "spatial" and key in weights:
-            old = (module.out_channels, module.in_channels, *module.spectrum_size, 2)
-            if tuple(weights[key].shape) == old:
-                weights[key] = weights[key].permute(2, 3, 4, 1, 0).contiguous()
-
-
 def load_weights(path: str | Path, model: nn.Module) -> dict[str, Any]:
     """Load the weights of ``path`` into ``model`` (strictly); returns the header."""
     header = read_header(path)
@@ -114,8 +101,6 @@ def load_weights(path: str | Path, model: nn.Module) -> dict[str, Any]:
         weights = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({error})") from None
-    if header["version"] < 2:
-        _migrate_v1(weights, unwrap(model))
     try:
         unwrap(model).load_state_dict(weights)
     except RuntimeError as error:
@@ -128,10 +113,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     A checkpoint written by ``cemnet convert`` comes back converted.
     """
-    # deferred: models import nn, not checkpoints
-    from cemnet.convert import to_frequency
-    from cemnet.models import create_model
-
     meta = read_header(path)["meta"]
     model = create_model(meta["model"], **meta["model_options"])
     if meta.get("converted"):
@@ -144,11 +125,6 @@ def load_state(path: str | Path) -> dict[str, Any]:
     """The training state saved with the weights file ``path``."""
     path = Path(path)
     header = read_header(path)
-    if header["version"] < SCHEMA_VERSION:
-        raise CheckpointError(
-            f"{path} has schema version {header['version']}: its weights load (and are migrated), but its optimizer "
-            f"state has the old weight layout, so training cannot resume from it; start a new run from its weights"
-        )
     state_path = path.with_name(f"{path.stem}.{header['token']}.state.pt")
     if not state_path.is_file():
         raise CheckpointError(f"training state {state_path} does not exist; it is needed to resume")

@@ -1,0 +1,126 @@
+"""What a run depends on: the optimizer recipes and the run's configuration, each default stated once here.
+
+Recipes (``--preset``):
+
+* ``paper``: RMSProp, lr 0.004 with cosine decay per step to 1e-7, batch 100,
+  no augmentation. The paper trains in TensorFlow 2.5 and does not give
+  RMSProp's other constants; cemnet uses PyTorch's RMSprop with Keras's
+  defaults, rho 0.9, eps 1e-7, no momentum. PyTorch adds eps outside the
+  square root and Keras inside, which matters only where a gradient's
+  running mean square is near ``eps^2`` (1e-14).
+* ``authors-code``: what the authors' public code adds: momentum 0.9, one
+  epoch of linear warm-up, gradient-norm clipping at 15, and Weight Fixation
+  keeping a real kernel. It is still PyTorch's RMSprop, whose momentum differs
+  from Keras's (Keras puts eps inside the square root and the learning rate
+  inside the momentum buffer), and it clips the global norm where the
+  authors clip each gradient tensor; docs/deviations.md says by how much.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cemnet.models import model_info
+from cemnet.runtime import KERNEL_SETTINGS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimizer and schedule constants of a preset."""
+
+    lr: float = 0.004
+    min_lr: float = 1e-7
+    rho: float = 0.9
+    eps: float = 1e-7
+    momentum: float = 0.0
+    warmup_epochs: float = 0.0
+    clip_norm: float | None = None
+    real_kernel: bool = False
+
+
+PRESETS = {
+    "paper": Recipe(),
+    "authors-code": Recipe(momentum=0.9, warmup_epochs=1.0, clip_norm=15.0, real_kernel=True),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved in every checkpoint.
+
+    Attributes:
+        model: a preset of :func:`cemnet.models.list_models`.
+        dataset: default the data set the preset is built for.
+        epochs: epochs of the whole run (the paper trains 800).
+        batch_size: global batch size (split over the processes under torchrun).
+        preset: the optimizer recipe, a key of :data:`PRESETS`.
+        lr, warmup_epochs: override the recipe's peak learning rate and warm-up.
+        seed: initial weights, data order, noise and dropout.
+        device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
+        kernels: the CPU kernels, ``auto``, ``native`` or ``torch`` (:mod:`cemnet.runtime`);
+            default the process's setting (``$CEMNET_KERNELS``, else ``auto``).
+        data_dir: the folder holding the data sets (default :func:`cemnet.data.default_data_dir`).
+        out: the run folder (default ``runs/MODEL``).
+        download: fetch missing data files from the official mirrors.
+        limit_train, limit_test: keep the first N images (quick runs, tests).
+        progress: draw a progress bar on a terminal.
+        stop_after: end this invocation after that many epochs (a time slice on
+            a pre-emptible machine); ``--resume`` continues where it stopped.
+        bn_recalibration: re-estimate the batch-norm statistics on that many
+            training images (in eval mode) before each evaluation; 0 keeps the
+            running averages (:func:`cemnet.training.recalibrate_batch_norm`).
+        model_options: overrides for :func:`cemnet.models.create_model`.
+    """
+
+    model: str = "cemnet-mnist"
+    dataset: str | None = None
+    epochs: int = 5
+    batch_size: int = 100
+    preset: str = "paper"
+    lr: float | None = None
+    warmup_epochs: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    kernels: str | None = None
+    data_dir: str | None = None
+    out: str | None = None
+    download: bool = True
+    limit_train: int | None = None
+    limit_test: int | None = None
+    progress: bool = True
+    stop_after: int | None = None
+    bn_recalibration: int = 5000
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.kernels is not None and self.kernels not in KERNEL_SETTINGS:
+            raise ValueError(f"kernels must be one of {list(KERNEL_SETTINGS)}, got {self.kernels!r}")
+        for name in ("epochs", "batch_size", "limit_train", "limit_test", "stop_after"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.bn_recalibration < 0:
+            raise ValueError(f"bn-recalibration must be 0 (off) or a number of images, got {self.bn_recalibration}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.warmup_epochs is not None and not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ValueError(f"warmup-epochs must be a number of epochs >= 0, got {self.warmup_epochs}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {self.seed}")
+        self.dataset = self.dataset or model_info(self.model).dataset
+        self.out = self.out or str(Path("runs") / self.model)
+
+    def recipe(self) -> Recipe:
+        """The preset's recipe with this run's ``lr`` and ``warmup_epochs``."""
+        overrides = {"lr": self.lr, "warmup_epochs": self.warmup_epochs}
+        return Recipe(**{**asdict(PRESETS[self.preset]), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def default(name: str) -> Any:
+    """The default of a :class:`TrainConfig` field (for the command line, which states no defaults of its own)."""
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
