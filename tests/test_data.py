@@ -98,7 +98,7 @@ def test_cifar_reader_on_a_small_batch_in_the_official_layout():
 
 
 def test_cifar_reader_refuses_arbitrary_objects():
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(ValueError, match="refusing to unpickle shutil.rmtree"):
         parse_cifar_batch(pickle.dumps({b"data": shutil.rmtree}))
 
 

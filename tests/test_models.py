@@ -152,3 +152,13 @@ def test_fcnn_features_are_affine_in_the_input():
     x, y = torch.randn(2, 1, 28, 28, dtype=torch.float64), torch.randn(2, 1, 28, 28, dtype=torch.float64)
     features = model.features
     torch.testing.assert_close(features(2 * x - y), 2 * features(x) - features(y))
+
+
+@pytest.mark.parametrize("noise_in_eval", [False, True])
+def test_noise_in_eval_keeps_the_leaky_relu_noise_at_evaluation(noise_in_eval):
+    model = create_model("cemnet-mnist", noise_in_eval=noise_in_eval).eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        first, second = model(x), model(x)
+    assert torch.equal(first, second) is not noise_in_eval  # the authors' code draws noise at evaluation too
+    assert all(layer.active_in_eval is noise_in_eval for layer in _layers(model, cnn.SpectralLeakyReLU))

@@ -101,3 +101,22 @@ def test_gradcheck_batch_norm():
     # A generic complex input: the spectrum of a real map would be Hermitian.
     x = torch.randn(4, 2, 6, 6, dtype=torch.complex128, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
+
+
+@pytest.mark.parametrize("mean_ratio", [-1.0, float("inf")])  # centred first / one pass
+def test_batch_norm_input_gradient_equals_two_batch_norms(mean_ratio, monkeypatch):
+    """The input's gradient, the one the layers below learn from, against nn.BatchNorm2d on each part."""
+    monkeypatch.setattr(_norm, "ONE_PASS_MAX_MEAN_RATIO", mean_ratio)
+    layer = cnn.SpectralBatchNorm2d(3).double()
+    for bn in (layer.real, layer.imag):
+        nn.init.normal_(bn.weight), nn.init.normal_(bn.bias)
+    real, imag = nn.BatchNorm2d(3).double(), nn.BatchNorm2d(3).double()
+    real.load_state_dict(layer.real.state_dict()), imag.load_state_dict(layer.imag.state_dict())
+    x = (torch.randn(5, 3, 4, 6, dtype=torch.complex128) + 2 - 1j).requires_grad_()
+    upstream = torch.randn(5, 3, 4, 6, dtype=torch.complex128)
+    (grad,) = torch.autograd.grad(torch.view_as_real(layer(x)), x, torch.view_as_real(upstream))
+    parts = x.real.detach().requires_grad_(), x.imag.detach().requires_grad_()
+    expected = [torch.autograd.grad(bn(part), part, up)[0]
+                for bn, part, up in zip((real, imag), parts, (upstream.real, upstream.imag))]
+    assert_rel_close(grad.real, expected[0])
+    assert_rel_close(grad.imag, expected[1])

@@ -58,6 +58,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    from cemnet.runtime import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line that points at ``--help``."""
 
@@ -68,17 +78,31 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------------- subcommands
 
 
+TRAIN_OPTIONS = ("model", "dataset", "epochs", "batch_size", "preset", "lr", "warmup_epochs", "seed", "device",
+                 "kernels", "data_dir", "out", "limit_train", "limit_test", "stop_after", "bn_recalibration")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: the options given, else (``--resume``) the run's own, else the defaults."""
+    from cemnet.training.checkpoint import read_header
+
+    given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+    given.update(download=args.download, progress=not args.no_progress)
+    if args.model_option:
+        given["model_options"] = dict(args.model_option)
+    base: dict[str, Any] = {}
+    last = Path(given.get("out") or Path("runs") / given.get("model", default("model"))) / "last.safetensors"
+    if args.resume and last.is_file():
+        saved = read_header(last)["meta"].get("config") or {}
+        base = {key: value for key, value in saved.items() if key in TrainConfig.__dataclass_fields__}
+        given.setdefault("out", str(last.parent))
+    return TrainConfig(**{**base, **given})
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from cemnet.training import train
 
-    config = TrainConfig(
-        model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-        preset=args.preset, lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
-        device=args.device, kernels=args.kernels, data_dir=args.data_dir, out=args.out, download=args.download,
-        limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.no_progress,
-        stop_after=args.stop_after, bn_recalibration=args.bn_recalibration, model_options=dict(args.model_option),
-    )
-    summary = train(config, resume=args.resume)
+    summary = train(train_config(args), resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     if "test_accuracy" in summary:
@@ -98,7 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, meta = load_model(args.checkpoint)
     dataset = args.dataset or meta["dataset"]
     data_dir = args.data_dir or meta.get("config", {}).get("data_dir")  # the folder the run was trained from
-    model.to(resolve_device(args.device))
+    model.to(resolve_device(args.device or "auto"))
     images, labels = load_dataset(dataset, "test", data_dir, download=args.download)
     result = evaluate(model, normalize(images, dataset), labels, batch_size=args.batch_size)
     print(f"{meta['model']} on {dataset} test ({result['count']} images): accuracy {result['accuracy']:.4f}, "
@@ -204,7 +228,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.epochs < 800:
         print(f"note: the paper trains 800 epochs per row; this run uses {args.epochs}")
     print(reproduce(args.table, epochs=args.epochs, out=args.out, seeds=args.seeds, rows=args.rows,
-                    data_dir=args.data_dir, device=args.device, download=args.download,
+                    data_dir=args.data_dir, device=args.device or "auto", download=args.download,
                     progress=not args.no_progress, limit_train=args.limit_train, limit_test=args.limit_test))
     return 0
 
@@ -216,7 +240,7 @@ def _add_common(parser: argparse.ArgumentParser,
                 data_dir_default: str = "$CEMNET_DATA or ~/.cache/cemnet") -> None:
     parser.add_argument("--data-dir", help=f"folder holding mnist/, fashion-mnist/, cifar10/ (default: "
                         f"{data_dir_default}; docs/user-guide.md, \"Data\")")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--device", type=_device, help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--kernels", choices=KERNEL_SETTINGS, help="CPU kernels of the noise and batch norm: "
                         "native (C++), torch, or auto (native where they build; default: $CEMNET_KERNELS or auto)")
     parser.add_argument("--no-download", dest="download", action="store_false",
@@ -235,25 +259,27 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--model", default=default("model"),
-                       help=f"a preset from `cemnet models` (default: {default('model')})")
+    train.add_argument("--model", help=f"a preset from `cemnet models` (default: {default('model')})")
     train.add_argument("--dataset", choices=sorted(DATASETS), help="default: the data set the preset is built for")
-    train.add_argument("--epochs", type=POSITIVE_INT, default=default("epochs"),
+    train.add_argument("--epochs", type=POSITIVE_INT,
                        help=f"epochs of the whole run (default: {default('epochs')}; the paper trains 800)")
-    train.add_argument("--batch-size", type=POSITIVE_INT, default=default("batch_size"),
+    train.add_argument("--batch-size", type=POSITIVE_INT,
                        help=f"global batch size (default: {default('batch_size')})")
     train.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: the preset's, 0.004)")
     train.add_argument("--warmup-epochs", type=NON_NEGATIVE, help="linear warm-up length (default: the preset's)")
-    train.add_argument("--preset", default=default("preset"), choices=sorted(PRESETS),
+    train.add_argument("--preset", choices=sorted(PRESETS),
                        help=f"optimizer recipe: the paper's, or the authors' public code's (default: "
                             f"{default('preset')})")
-    train.add_argument("--seed", type=_seed, default=default("seed"),
+    train.add_argument("--seed", type=_seed,
                        help=f"initial weights, data order, noise and dropout (default: {default('seed')})")
     train.add_argument("--out", help="run folder for checkpoints and metrics (default: runs/MODEL)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors exactly")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in OUT exactly, with its own settings (options that change what is "
+                            "computed are refused)")
+    train.add_argument("--overwrite", action="store_true", help="delete a run that OUT already holds and start anew")
     train.add_argument("--stop-after", type=POSITIVE_INT, metavar="K",
                        help="stop this invocation after K epochs (resume later with --resume)")
-    train.add_argument("--bn-recalibration", type=COUNT, default=default("bn_recalibration"), metavar="N",
+    train.add_argument("--bn-recalibration", type=COUNT, metavar="N",
                        help="re-estimate batch-norm statistics on N training images before each evaluation "
                             f"(removes the dropout variance shift; 0 disables; default: {default('bn_recalibration')})")
     _add_limits(train)
@@ -289,7 +315,7 @@ def _bench_parser(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--repeats", type=POSITIVE_INT, default=5, help="timed repetitions (default: 5)")
     bench.add_argument("--warmup", type=COUNT, default=2, help="untimed repetitions first (default: 2)")
     bench.add_argument("--threads", type=POSITIVE_INT, help="torch threads (default: torch's choice)")
-    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bench.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     bench.add_argument("--kernels", choices=KERNEL_SETTINGS, help="CPU kernels of the CEMNets' noise and batch norm "
                        "(default: $CEMNET_KERNELS or auto)")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -341,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cemnet import runtime
     from cemnet.training import TrainingDiverged
+    from cemnet.training.trainer import Interrupted
 
     try:
         runtime.set_kernels(getattr(args, "kernels", None))  # this invocation's layers compute with these
@@ -349,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, error, EXIT_USAGE)
     except TrainingDiverged as error:
         return _fail(args, error, EXIT_DIVERGED)
+    except Interrupted as interrupted:
+        if interrupted.problem:
+            print(f"cemnet: error: {interrupted.problem}", file=sys.stderr)
+        return 128 + interrupted.signum
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

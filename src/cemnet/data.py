@@ -28,6 +28,7 @@ import shutil
 import struct
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,11 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def _decompressed(raw: bytes) -> bytes:
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    """The content of a file that may be gzip-compressed. Raises ValueError for a broken archive."""
+    try:
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"cannot decompress it ({error})") from None
 
 
 def parse_idx(content: bytes) -> np.ndarray:
@@ -139,7 +144,10 @@ def parse_idx(content: bytes) -> np.ndarray:
     if len(content) < 4 or content[:2] != b"\x00\x00" or content[2] != 0x08:
         raise ValueError("not an unsigned-byte IDX file (bad magic number)")
     ndim = content[3]
-    dims = struct.unpack(f">{ndim}i", content[4 : 4 + 4 * ndim])
+    try:
+        dims = struct.unpack(f">{ndim}i", content[4 : 4 + 4 * ndim])
+    except struct.error:
+        raise ValueError(f"the IDX header of {ndim} dimensions is truncated") from None
     data = np.frombuffer(content, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise ValueError(f"IDX header says {dims} ({int(np.prod(dims))} bytes), file holds {data.size}")
@@ -162,10 +170,17 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def parse_cifar_batch(content: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` from one CIFAR-10 python batch."""
-    batch = _ArrayUnpickler(io.BytesIO(content), encoding="bytes").load()
-    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return images, np.asarray(batch[b"labels"], dtype=np.int64)
+    """Images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` from one CIFAR-10 python batch.
+
+    Raises ValueError for anything that is not such a batch.
+    """
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(content), encoding="bytes").load()
+        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64).reshape(-1)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError) as error:
+        raise ValueError(f"not a CIFAR-10 python batch ({error})") from None
+    return images, labels
 
 
 # ---------------------------------------------------------------------------- finding and checking files
@@ -176,11 +191,14 @@ def _md5(content: bytes) -> str:
 
 
 def _problem(info: DatasetInfo, file: DataFile, folder: Path, what: str) -> DataError:
-    return DataError(
-        f"{info.name}: {what} {file.name} (md5 of its content {file.expected}).\n"
-        f"Put the official file in {folder}/ (gzip-compressed or not), or point --data-dir / "
-        f"CEMNET_DATA at a folder holding {info.name}/{file.name}. Official mirrors: {', '.join(info.mirrors)}"
-    )
+    if info.name == "cifar10":
+        where = (f"put the official {CIFAR_ARCHIVE.name} (md5 {CIFAR_ARCHIVE.archive_md5}), or the folder "
+                 f"{CIFAR_FOLDER}/ it unpacks to, in {folder.parent if folder.name == CIFAR_FOLDER else folder}/")
+    else:
+        where = f"put the official file (gzip-compressed or not) in {folder}/"
+    return DataError(f"{info.name}: {what} {file.name} (md5 of its content {file.expected}): {where}, or point "
+                     f"--data-dir / CEMNET_DATA at the folder that holds {info.name}/. Official mirrors: "
+                     f"{', '.join(info.mirrors)}")
 
 
 def read_checked(folder: Path, file: DataFile, info: DatasetInfo) -> bytes:
@@ -192,8 +210,8 @@ def read_checked(folder: Path, file: DataFile, info: DatasetInfo) -> bytes:
     raw = path.read_bytes()
     try:
         content = _decompressed(raw)
-    except (OSError, EOFError) as error:
-        raise _problem(info, file, folder, f"cannot decompress ({error})") from None
+    except ValueError as error:
+        raise _problem(info, file, folder, f"{error}:") from None
     if file.md5 is not None and _md5(content) == file.md5:
         return content
     if file.archive_md5 is not None and _md5(raw) == file.archive_md5:
@@ -205,19 +223,30 @@ def read_checked(folder: Path, file: DataFile, info: DatasetInfo) -> bytes:
     raise _problem(info, file, folder, f"corrupt (md5 {_md5(content)})")
 
 
-def _download(info: DatasetInfo, names: list[str], folder: Path, timeout: float) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+def _download(info: DatasetInfo, names: list[str], folder: Path, timeout: float) -> str | None:
+    """Fetch ``names`` from the first mirror that answers; returns why one could not be fetched, or ``None``.
+
+    The folder is created only once a mirror answers, so a failed download leaves nothing behind.
+    """
+    failure = None
     for name in names:
         for mirror in info.mirrors:
             try:
                 with urllib.request.urlopen(mirror + name, timeout=timeout) as response:
+                    folder.mkdir(parents=True, exist_ok=True)
                     partial = folder / (name + ".part")
-                    with partial.open("wb") as out:
-                        shutil.copyfileobj(response, out)
-                    partial.replace(folder / name)
+                    try:
+                        with partial.open("wb") as out:
+                            shutil.copyfileobj(response, out)
+                        partial.replace(folder / name)
+                    finally:
+                        partial.unlink(missing_ok=True)
                 break
-            except OSError:
-                continue
+            except OSError as error:
+                failure = f"{mirror}{name}: {getattr(error, 'reason', None) or error}"
+        else:
+            return failure
+    return None
 
 
 # ---------------------------------------------------------------------------- public API
@@ -225,14 +254,24 @@ def _download(info: DatasetInfo, names: list[str], folder: Path, timeout: float)
 
 def _load_mnist_style(info: DatasetInfo, folder: Path, files: tuple[DataFile, ...]) -> tuple[np.ndarray, np.ndarray]:
     images_file, labels_file = files
-    try:
-        images = parse_idx(read_checked(folder, images_file, info))[:, None]
-        labels = parse_idx(read_checked(folder, labels_file, info)).astype(np.int64)
-    except ValueError as error:
-        raise DataError(f"{info.name}: {folder}: {error}") from None
-    if len(images) != len(labels):
-        raise DataError(f"{info.name}: {len(images)} images but {len(labels)} labels in {folder}")
-    return images, labels
+    arrays = []
+    for file in (images_file, labels_file):
+        try:
+            arrays.append(parse_idx(read_checked(folder, file, info)))
+        except ValueError as error:
+            raise _problem(info, file, folder, f"{error}:") from None
+    images, labels = arrays
+    if images.ndim != 3 or images.shape[1:] != info.shape[1:]:
+        raise _problem(info, images_file, folder, f"images of shape {images.shape[1:]}, not {info.shape[1:]}, in")
+    return images[:, None], _checked_labels(info, folder, labels_file, labels.astype(np.int64), len(images))
+
+
+def _checked_labels(info: DatasetInfo, folder: Path, file: DataFile, labels: np.ndarray, count: int) -> np.ndarray:
+    if labels.ndim != 1 or len(labels) != count:
+        raise _problem(info, file, folder, f"{labels.size} labels for {count} images in")
+    if labels.size and not 0 <= labels.min() <= labels.max() < len(info.classes):
+        raise _problem(info, file, folder, f"labels outside 0..{len(info.classes) - 1} in")
+    return labels
 
 
 def _load_cifar(info: DatasetInfo, folder: Path, files: tuple[DataFile, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +285,13 @@ def _load_cifar(info: DatasetInfo, folder: Path, files: tuple[DataFile, ...]) ->
             contents = [tar.extractfile(f"{CIFAR_FOLDER}/{file.name}").read() for file in files]
     else:
         contents = [read_checked(batches, file, info) for file in files]
-    parts = [parse_cifar_batch(content) for content in contents]
+    parts = []
+    for file, content in zip(files, contents):
+        try:
+            images, labels = parse_cifar_batch(content)
+        except ValueError as error:
+            raise _problem(info, file, batches, f"{error}:") from None
+        parts.append((images, _checked_labels(info, batches, file, labels, len(images))))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -293,11 +338,13 @@ def load_dataset(
     loader = _load_cifar if name == "cifar10" else _load_mnist_style
     try:
         images, labels = loader(info, folder, files)
-    except DataError:
+    except DataError as error:
         if not download:
-            raise
+            raise DataError(f"{error} (no download was tried)") from None
         names = [CIFAR_ARCHIVE.name] if name == "cifar10" else [f.name for f in info.train + info.test]
-        _download(info, names, folder, timeout)
+        failure = _download(info, names, folder, timeout)
+        if failure is not None:
+            raise DataError(f"{error} (the download failed: {failure})") from None
         images, labels = loader(info, folder, files)
         key = _cache_key(name, split, folder)
     while len(_LOADED) >= 2:  # keep a train and a test split: CIFAR-10's training set alone is 150 MB

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cemnet.data import dataset_info
 from cemnet.models import model_info
 from cemnet.runtime import KERNEL_SETTINGS
 
@@ -112,7 +113,12 @@ class TrainConfig:
             raise ValueError(f"warmup-epochs must be a number of epochs >= 0, got {self.warmup_epochs}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {self.seed}")
-        self.dataset = self.dataset or model_info(self.model).dataset
+        built_for = model_info(self.model).dataset
+        self.dataset = self.dataset or built_for
+        if dataset_info(self.dataset).shape != dataset_info(built_for).shape:
+            raise ValueError(f"{self.model} is built for {built_for} images {dataset_info(built_for).shape}; "
+                             f"{self.dataset} images are {dataset_info(self.dataset).shape}: choose a model for "
+                             f"{self.dataset} (cemnet models)")
         self.out = self.out or str(Path("runs") / self.model)
 
     def recipe(self) -> Recipe:

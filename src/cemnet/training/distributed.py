@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +34,20 @@ class World:
         return tensor.tolist()
 
     def gather(self, value: Any) -> list[Any]:
-        """Every rank's ``value`` (tensors moved to the CPU), in rank order: ``[value]`` without DDP."""
+        """Every rank's ``value`` (a picklable object of CPU tensors), in rank order: ``[value]`` without DDP."""
         if self.size == 1:
             return [value]
         values: list[Any] = [None] * self.size
         dist.all_gather_object(values, value)
-        return [{k: v.cpu() for k, v in item.items()} if isinstance(item, dict) else item for item in values]
+        return values
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is set on any rank (the same answer on every rank; ``flag`` itself without DDP)."""
+        if self.size == 1:
+            return flag
+        tensor = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
 
     def sync_buffers(self, model: nn.Module) -> None:
         """Give every rank rank 0's batch-norm statistics (DDP syncs them only before a forward)."""
@@ -53,6 +64,7 @@ def init_distributed(device: torch.device) -> tuple[torch.device, World]:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device, World()
+    _end_with_the_launcher()
     if device.type == "cuda":
         local_rank, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
         if local_rank >= count:
@@ -63,3 +75,14 @@ def init_distributed(device: torch.device) -> tuple[torch.device, World]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device, World(dist.get_rank(), dist.get_world_size())
+
+
+def _end_with_the_launcher() -> None:
+    """Ask Linux for SIGTERM when the process that started this one (``torchrun``) dies, however it dies.
+
+    Without it the workers of a killed launcher train on as orphans. SIGTERM
+    ends a run as Ctrl-C does: every rank stops at the same step and saves.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

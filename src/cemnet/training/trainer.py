@@ -1,20 +1,22 @@
 """``cemnet train``: a model preset trained with the paper's recipe (Sec. 4.2-4.3), top to bottom.
 
-Order of a run: process (device, kernels, torchrun) -> data -> model and
-training step -> resume -> epochs (steps, then batch-norm recalibration,
-evaluation, checkpoints, a metrics row) -> summary.
+Order of a run: process (device, kernels, torchrun) -> run folder (locked)
+-> data -> model and training step -> resume -> epochs (steps, then
+batch-norm recalibration, evaluation, a metrics row, checkpoints) -> summary.
 
 With ``torchrun`` the run is data-parallel (DDP): the global batch is split
 over the ranks, metrics are summed over them, and only rank 0 writes.
+Ctrl-C or SIGTERM, on any rank, stops every rank at the same step boundary
+and saves ``last``; ``--resume`` continues bit for bit.
 """
 
 from __future__ import annotations
 
-import csv
+import math
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,49 +31,74 @@ from cemnet.training import checkpoint as ckpt
 from cemnet.training.config import TrainConfig
 from cemnet.training.distributed import World, init_distributed
 from cemnet.training.evaluation import evaluate, recalibrate_batch_norm
+from cemnet.training.run_folder import RunFolder
 from cemnet.training.step import TrainingStep
 
-METRICS_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_seconds",
-                   "images_per_second"]
+# Settings a resumed run may change: where and how it computes, not what it computes.
+RESUMABLE_CHANGES = ("device", "kernels", "data_dir", "download", "progress", "stop_after", "out")
+STATE_ENTRIES = {"optimizer": dict, "schedule": dict, "rng": list, "epoch": int, "step": int,
+                 "best_accuracy": float, "partial": list}  # what a resume reads from a checkpoint's training state
+DIVERGED_LOSS_FACTOR = 100  # a mean training loss above 100 x the loss of guessing is divergence, finite or not
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+    """The loss became NaN, infinite or absurdly large; the last good checkpoint is left as it was."""
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal (Ctrl-C: SIGINT, or SIGTERM), after saving ``last`` unless ``problem`` says why not."""
+
+    def __init__(self, signum: int, problem: str | None = None) -> None:
+        super().__init__(problem or signal.Signals(signum).name)
+        self.signum, self.problem = signum, problem
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train ``config.model``; returns the last epoch's metrics, the run folder and the model.
 
-    Writes to ``config.out``: ``metrics.csv`` (one row per epoch), ``last`` and
-    ``best`` checkpoints (best by test accuracy: the paper has no validation
-    split), and TensorBoard events when ``tensorboard`` is installed.
+    Writes to ``config.out`` (:mod:`cemnet.training.run_folder`): ``metrics.csv``
+    (one row per epoch), ``last`` and ``best`` checkpoints (best by test
+    accuracy: the paper has no validation split), and TensorBoard events when
+    ``tensorboard`` is installed.
+
+    Args:
+        config: the run's settings.
+        resume: continue the run in ``config.out`` (its settings must be this config's).
+        overwrite: delete a run that ``config.out`` already holds, instead of refusing.
 
     Raises:
-        TrainingDiverged: the loss became NaN or infinite.
+        TrainingDiverged: the loss became NaN, infinite or absurdly large.
         cemnet.data.DataError: the data set is missing or corrupt.
-        KeyboardInterrupt: after Ctrl-C, once ``last`` has been saved.
+        cemnet.training.run_folder.RunFolderError: the run folder is in use, holds another run, or cannot be written.
+        ValueError: ``resume`` with settings that differ from the run's.
+        Interrupted: after Ctrl-C or SIGTERM, once ``last`` has been saved.
     """
     with runtime.using_kernels(config.kernels):
         device, world = init_distributed(runtime.resolve_device(config.device))
-        kernels = runtime.kernels_in_use(device)
-        train_x, train_y = _load_split(config, "train", config.limit_train, device)
-        test_x, test_y = _load_split(config, "test", config.limit_test, device)
-        run = _Run(config, device, world, kernels, len(train_y), resume)
-        run.announce(len(train_y), len(test_y))
-        with _interrupt_requested() as interrupt:
-            for epoch in range(run.start_epoch, run.last_epoch):
-                seconds = run.train_epoch(epoch, train_x, train_y, interrupt)
-                run.end_epoch(epoch, seconds, train_x, test_x, test_y)
-        run.close()
-        return run.summary
+        folder = RunFolder(config.out, resume, overwrite) if world.main else None
+        try:
+            kernels = runtime.kernels_in_use(device)
+            train_x, train_y = _load_split(config, "train", config.limit_train, device)
+            test_x, test_y = _load_split(config, "test", config.limit_test, device)
+            run = _Run(config, device, world, kernels, len(train_y), folder, resume)
+            run.announce(len(train_y), len(test_y))
+            with _signals_requested() as interrupt:
+                for epoch in range(run.start_epoch, run.last_epoch):
+                    seconds = run.train_epoch(epoch, train_x, train_y, interrupt)
+                    run.end_epoch(epoch, seconds, train_x, test_x, test_y)
+            run.close()
+            return run.summary
+        finally:
+            if folder is not None:
+                folder.close()
 
 
 class _Run:
     """The state of one training run: model, step, position, logs, and how each epoch goes."""
 
     def __init__(self, config: TrainConfig, device: torch.device, world: World, kernels: str, train_size: int,
-                 resume: bool) -> None:
-        self.config, self.device, self.world, self.kernels = config, device, world, kernels
+                 folder: RunFolder | None, resume: bool) -> None:
+        self.config, self.device, self.world, self.kernels, self.folder = config, device, world, kernels, folder
         if config.batch_size % world.size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.size} processes")
         self.local_batch = config.batch_size // world.size
@@ -86,7 +113,8 @@ class _Run:
         self.step = TrainingStep(self.model, recipe, config.epochs * self.steps_per_epoch,
                                  round(recipe.warmup_epochs * self.steps_per_epoch), network=network)
         self.start_epoch, self.start_step, self.best_accuracy = 0, 0, -1.0
-        self.partial = [0.0, 0.0, 0.0, 0.0]  # loss sum, correct, seen, seconds of an interrupted epoch
+        self.partial = [0.0, 0.0, 0.0, 0.0]  # this rank's loss sum, correct, seen, seconds of an interrupted epoch
+        self.diverged_loss = DIVERGED_LOSS_FACTOR * math.log(self.model.spec.num_classes)
         if resume:
             self._resume()
         stop = config.epochs if config.stop_after is None else self.start_epoch + config.stop_after
@@ -100,12 +128,23 @@ class _Run:
             if self.world.main:
                 print(f"nothing to resume in {self.out}: starting from scratch")
             return
-        header = ckpt.load_weights(last, self.model)
-        state = ckpt.load_state(last)
+        header = ckpt.read_header(last)
+        _check_same_settings(last, header["meta"].get("config"), self.config)
+        ckpt.load_weights(last, self.model)
+        state = ckpt.load_state(last, STATE_ENTRIES)
+        if not (0 <= state["epoch"] <= self.config.epochs and 0 <= state["step"] <= self.steps_per_epoch
+                and state["rng"] and state["partial"]):
+            raise ckpt.CheckpointError(f"the training state of {last} is at epoch {state['epoch']}, step "
+                                       f"{state['step']}, outside this run's {self.config.epochs} epochs of "
+                                       f"{self.steps_per_epoch} steps, or has no random or partial state")
         self.step.load_state_dict(state)
-        _set_rng_state(state["rng"][min(self.world.rank, len(state["rng"]) - 1)], self.device)
+        rank = min(self.world.rank, len(state["rng"]) - 1)
+        _set_rng_state(state["rng"][rank], self.device)
         self.start_epoch, self.start_step, self.best_accuracy = state["epoch"], state["step"], state["best_accuracy"]
-        self.partial = state["partial"]
+        partial = state["partial"]  # one list per rank; a single flat list in schema 3
+        self.partial = list(partial[rank] if partial and isinstance(partial[0], list) else partial)
+        if self.folder is not None:
+            self.folder.keep_rows_through(self.start_epoch)
         trained_with = header["meta"].get("kernels")
         if trained_with is not None and trained_with != self.kernels and self.world.main:
             print(f"note: {self.out} was trained with the {trained_with} kernels and resumes with the {self.kernels} "
@@ -114,7 +153,6 @@ class _Run:
     def announce(self, train_size: int, test_size: int) -> None:
         if not self.world.main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
         config = self.config
         print(f"{config.model}: {count_parameters(self.model):,} parameters on {self.device}, {self.world.size} "
               f"process(es), {self.kernels} kernels; {config.dataset}: {train_size:,} train / {test_size:,} test "
@@ -147,53 +185,54 @@ class _Run:
             totals[1] += (logits.argmax(1) == y).sum()
             totals[2] += len(y)
             loss_sum, correct, seen = totals.tolist()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. The last good "
-                    f"checkpoint in {self.out} is unchanged; try a lower --lr or the authors-code preset (warm-up "
-                    f"and gradient clipping).")
+            if not math.isfinite(loss_sum):
+                raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last "
+                                       f"good checkpoint in {self.out} is unchanged; try a lower --lr or the "
+                                       f"authors-code preset (warm-up and gradient clipping)")
             if show:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 img_s=f"{seen * world.size / (time.perf_counter() - started):.0f}")
-            if interrupt["stop"]:
-                self._save("last", epoch, step + 1, {}, [loss_sum, correct, seen, time.perf_counter() - started])
+            if world.any(interrupt["signal"] is not None, self.device):  # every rank stops at the same step
+                signum = interrupt["signal"] or signal.SIGINT
+                try:
+                    self._save("last", epoch, step + 1, {}, [loss_sum, correct, seen, time.perf_counter() - started])
+                except ckpt.CheckpointError as error:
+                    raise Interrupted(signum, f"interrupted, and {error}") from None
                 if world.main:
                     print(f"\ninterrupted: saved {self.out / 'last.safetensors'}; continue with --resume")
-                raise KeyboardInterrupt
+                raise Interrupted(signum)
         bar.close()
         self.totals = totals.tolist()
         return time.perf_counter() - started
 
     def end_epoch(self, epoch: int, seconds: float, train_x: torch.Tensor, test_x: torch.Tensor,
                   test_y: torch.Tensor) -> None:
-        """Batch-norm recalibration, evaluation, checkpoints and the metrics row of a finished epoch."""
+        """Batch-norm recalibration, evaluation, the metrics row and the checkpoints of a finished epoch."""
         world = self.world
+        loss_sum, correct, seen = world.sum(self.totals, self.device)
+        if loss_sum / seen > self.diverged_loss:
+            raise TrainingDiverged(f"the mean training loss of epoch {epoch + 1} is {loss_sum / seen:.3g} (guessing "
+                                   f"gives {self.diverged_loss / DIVERGED_LOSS_FACTOR:.3g}): training diverged; the "
+                                   f"last good checkpoint in {self.out} is unchanged; try a lower --lr")
         world.sync_buffers(self.model)
         recalibrate_batch_norm(self.model, train_x[: self.config.bn_recalibration])  # same images on every rank
-        loss_sum, correct, seen = world.sum(self.totals, self.device)
         test = evaluate(self.model, test_x, test_y, world=world)
         row = {
             "epoch": epoch + 1, "lr": self.step.lr, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
             "test_loss": test["loss"], "test_accuracy": test["accuracy"], "epoch_seconds": seconds,
             "images_per_second": seen / seconds,
         }
+        if world.main:
+            self._log(row)  # before the checkpoints: a resume drops rows beyond `last`, never loses one
         if test["accuracy"] > self.best_accuracy:
             self.best_accuracy = test["accuracy"]
             self._save("best", epoch + 1, 0, row, [0.0] * 4)
         self._save("last", epoch + 1, 0, row, [0.0] * 4)
-        if world.main:
-            self._log(row)
         self.summary = {**row, "best_test_accuracy": self.best_accuracy, "out": str(self.out),
                         "epochs_run": epoch + 1, "model": self.model}
 
     def _log(self, row: dict[str, Any]) -> None:
-        metrics_file = self.out / "metrics.csv"
-        new_file = not metrics_file.exists() or row["epoch"] == 1
-        with metrics_file.open("w" if new_file else "a", newline="") as handle:
-            table = csv.DictWriter(handle, METRICS_COLUMNS)
-            if new_file:
-                table.writeheader()
-            table.writerow(row)
+        self.folder.write_row(row)
         if self.writer is not None:
             for key, value in row.items():
                 self.writer.add_scalar(key, value, row["epoch"])
@@ -202,14 +241,15 @@ class _Run:
               f"{row['epoch_seconds']:.1f}s  {row['images_per_second']:.0f} img/s", flush=True)
 
     def _save(self, name: str, epoch: int, step: int, metrics: dict[str, Any], partial: list[float]) -> None:
-        rng_states = self.world.gather(_rng_state(self.device))  # every rank's noise stream, for an exact resume
+        # Every rank's noise stream and partial sums, for an exact resume.
+        ranks = self.world.gather({"rng": _rng_state(self.device), "partial": partial})
         if not self.world.main:
             return
         config = self.config
         meta = {"model": config.model, "model_options": config.model_options, "dataset": config.dataset,
                 "epoch": epoch, "step": step, "metrics": metrics, "kernels": self.kernels, "config": asdict(config)}
-        state = {**self.step.state_dict(), "rng": rng_states, "epoch": epoch, "step": step,
-                 "best_accuracy": self.best_accuracy, "partial": partial}
+        state = {**self.step.state_dict(), "rng": [rank["rng"] for rank in ranks], "epoch": epoch, "step": step,
+                 "best_accuracy": self.best_accuracy, "partial": [list(rank["partial"]) for rank in ranks]}
         ckpt.save_checkpoint(self.out, name, self.model, meta, state)
 
     def close(self) -> None:
@@ -217,27 +257,42 @@ class _Run:
             self.writer.close()
 
 
+def _check_same_settings(path: Path, saved: dict[str, Any] | None, config: TrainConfig) -> None:
+    """Refuse a resume whose settings differ from the run's in anything but :data:`RESUMABLE_CHANGES`."""
+    if saved is None:
+        return
+    current = asdict(config)
+    changed = [f"{name}={saved[name]!r} (asked: {current[name]!r})" for name in (f.name for f in fields(TrainConfig))
+               if name not in RESUMABLE_CHANGES and name in saved and saved[name] != current[name]]
+    if changed:
+        raise ValueError(f"--resume: {path.parent} was trained with {', '.join(changed)}; resume with the run's own "
+                         f"settings (leave those options out), or start a new run with another --out")
+
+
 @contextmanager
-def _interrupt_requested():
-    """Turn the first Ctrl-C into a flag, so the loop can stop at a step boundary and save."""
-    flag = {"stop": False}
-    previous = signal.getsignal(signal.SIGINT)
+def _signals_requested():
+    """Turn the first Ctrl-C or SIGTERM into a flag, so the loop can stop at a step boundary and save."""
+    flag: dict[str, int | None] = {"signal": None}
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in handled}
 
     def handler(signum, frame):
-        if flag["stop"]:  # a second Ctrl-C stops at once
-            signal.signal(signal.SIGINT, previous)
-            raise KeyboardInterrupt
-        flag["stop"] = True
+        if flag["signal"] is not None:  # a second signal stops at once
+            signal.signal(signum, previous[signum])
+            raise Interrupted(signum)
+        flag["signal"] = signum
 
     try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+        for signum in handled:
+            signal.signal(signum, handler)
+    except ValueError:  # not the main thread: no handler, signals behave as usual
         pass
     try:
         yield flag
     finally:
-        if signal.getsignal(signal.SIGINT) is handler:
-            signal.signal(signal.SIGINT, previous)
+        for signum in handled:
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, previous[signum])
 
 
 def _load_split(config: TrainConfig, split: str, limit: int | None,
