@@ -6,12 +6,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Real MNIST/CIFAR-10 for offline machines: ../shared/data when it exists, else the
-# per-user cache (where `cemnet train` downloads to).
-DATA ?= $(firstword $(wildcard ../shared/data) $(HOME)/.cache/cemnet)
+# The data folder: $CEMNET_DATA when set; else ../shared/data, the offline copy of MNIST and CIFAR-10
+# beside the checkout on the machines cemnet is developed on, when it exists; else the per-user cache
+# (where `cemnet train` downloads to).
+DATA ?= $(or $(CEMNET_DATA),$(firstword $(wildcard ../shared/data) $(HOME)/.cache/cemnet))
 EPOCHS ?= 2
 
-.PHONY: setup train test slow bench docs clean
+.PHONY: setup train test slow bench docs data-dir clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: setup
-	$(BIN)/cemnet train --model cemnet-mnist --dataset mnist --epochs $(EPOCHS) --data-dir $(DATA) --out runs/cemnet-mnist
+	$(BIN)/cemnet train --model cemnet-mnist --dataset mnist --epochs $(EPOCHS) --data-dir $(DATA) --out runs/cemnet-mnist --overwrite
 
 test: setup
 	CEMNET_DATA=$(DATA) $(BIN)/python -m pytest
@@ -35,6 +36,9 @@ bench: setup
 
 docs: setup
 	$(BIN)/pdoc -o build/api cemnet cemnet.runtime cemnet.models cemnet.ops cemnet.convert cemnet.training cemnet.data cemnet.bench cemnet.reproduce cemnet.plot cemnet.timing
+
+data-dir:  # the data folder the targets use: export CEMNET_DATA=$$(make -s data-dir)
+	@echo $(abspath $(DATA))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -202,3 +202,32 @@ def test_trained_on_cuda_evaluates_the_same_on_cpu(data_dir, tmp_path):
     x = torch.randn(16, 1, 28, 28)
     with torch.no_grad():
         assert_close_to_cpu(model_cuda(x.to(CUDA)), model.eval()(x), rel=1e-3)
+
+
+def _graphed_config(data_dir, out, **overrides):
+    return TrainConfig(**{"model": "cemnet-mnist", "epochs": 2, "data_dir": str(data_dir), "out": str(out),
+                          "device": "cuda", "limit_train": 1000, "limit_test": 200, "batch_size": 50,
+                          "bn_recalibration": 200, "progress": False, "download": False, **overrides})
+
+
+def test_graphed_training_run_equals_eager_with_noise_off(data_dir, tmp_path):
+    """`cemnet train` replays its step as a CUDA graph: without random layers it trains as the eager loop does."""
+    noiseless_options = {"model_options": noiseless("cemnet-mnist")}
+    eager = train(_graphed_config(data_dir, tmp_path / "eager", cuda_graphs=False, **noiseless_options))
+    graphed = train(_graphed_config(data_dir, tmp_path / "graphed", **noiseless_options))
+    scale = max(value.abs().max().item() for value in eager["model"].state_dict().values() if value.is_floating_point())
+    for key, value in eager["model"].state_dict().items():
+        assert_close_to_cpu(graphed["model"].state_dict()[key].float(), value.float().cpu(), rel=1e-3, name=key,
+                            scale=scale)
+    assert graphed["test_accuracy"] == pytest.approx(eager["test_accuracy"], abs=0.02)
+
+
+def test_graphed_run_resumes_exactly(data_dir, tmp_path):
+    """A graphed run stopped after an epoch and resumed (a new graph, the saved random state) equals one run."""
+    train(_graphed_config(data_dir, tmp_path / "full"))
+    train(_graphed_config(data_dir, tmp_path / "split", stop_after=1))
+    train(_graphed_config(data_dir, tmp_path / "split"), resume=True)
+    full, _ = load_model(tmp_path / "full" / "last.safetensors")
+    split, _ = load_model(tmp_path / "split" / "last.safetensors")
+    for key, value in full.state_dict().items():
+        assert torch.equal(split.state_dict()[key], value), key

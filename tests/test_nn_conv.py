@@ -231,3 +231,18 @@ def test_single_input_channel_path_equals_the_matrix_path(conj, half):
     expected = torch.autograd.grad(matrix, (x, weight), upstream)
     torch.testing.assert_close(grads[0], expected[0])
     torch.testing.assert_close(grads[1][:, :1], expected[1][:, :1])
+
+
+def test_a_spatial_sgd_step_is_hw_times_the_fixed_frequency_step():
+    """With the unnormalised FFT the two storages follow different SGD trajectories (docs/deviations.md)."""
+    kernel = torch.randn(3, 2, 3, 3, **DOUBLE)
+    layers = [cnn.SpectralConv2d(2, 3, 3, (8, 8), storage=storage, **DOUBLE) for storage in ("spatial", "frequency")]
+    x, target = to_frequency(torch.randn(4, 2, 8, 8, **DOUBLE)), torch.randn(4, 3, 8, 8, **DOUBLE)
+    for layer in layers:
+        layer.set_spatial_kernel(kernel)
+        (to_spatial(layer(x)) - target).square().sum().backward()
+        with torch.no_grad():
+            layer.weight -= 1e-3 * layer.weight.grad
+    layers[1].fix_weights()  # the paper's projection after the step
+    spatial_step, frequency_step = (layer.spatial_kernel() - kernel for layer in layers)
+    assert_rel_close(spatial_step, 8 * 8 * frequency_step, rel=1e-8)

@@ -1,3 +1,4 @@
+import copy
 import os
 import signal
 import socket
@@ -118,7 +119,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
     real_loss = training_step.F.cross_entropy
     monkeypatch.setattr(training_step.F, "cross_entropy",
                         lambda logits, y, **kw: real_loss(logits, y, **kw) * float("nan"))
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*unchanged"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan by epoch 2, step 1.*unchanged"):
         train(_config(data_dir, tmp_path), resume=True)
     assert (tmp_path / "last.safetensors").read_bytes() == good
 
@@ -179,3 +180,108 @@ def test_recalibration_sets_each_batch_norm_to_its_input_mean(name):
         scale = values.abs().mean().item()  # the imaginary means of a real map's spectrum are zero
         torch.testing.assert_close(bn.running_mean, expected, rtol=1e-4, atol=1e-5 * scale)
         assert int(bn.num_batches_tracked) == 2
+
+
+def test_keras_rmsprop_is_tensorflows_update_with_momentum():
+    """Keras (TF 2.5 ApplyRMSProp): s = rho s + (1 - rho) g^2; m = mu m + lr g / sqrt(s + eps); w -= m."""
+    from cemnet.training.step import KerasRMSprop
+
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    optimizer = KerasRMSprop([weight], lr=0.1, rho=0.9, momentum=0.5, eps=1e-7)
+    s = m = torch.zeros(2, dtype=torch.float64)
+    w = weight.detach().clone()
+    for lr, g in ((0.1, torch.tensor([0.3, 1e-4])), (0.05, torch.tensor([-0.2, 2e-4]))):
+        optimizer.param_groups[0]["lr"] = lr
+        weight.grad = g.double()
+        optimizer.step()
+        s = 0.9 * s + 0.1 * g.double() ** 2
+        m = 0.5 * m + lr * g.double() / torch.sqrt(s + 1e-7)
+        w = w - m
+        torch.testing.assert_close(weight.detach(), w, rtol=1e-12, atol=0)
+    pytorch = torch.optim.RMSprop([torch.nn.Parameter(torch.tensor([1.0, -2.0]))], lr=0.1, alpha=0.9, momentum=0.5,
+                                  eps=1e-7)
+    assert type(make_optimizer(torch.nn.Linear(1, 1), PRESETS["authors-code"])) is KerasRMSprop
+    assert type(make_optimizer(torch.nn.Linear(1, 1), PRESETS["paper"])) is type(pytorch)
+
+
+def test_authors_code_clips_each_gradient_tensor():
+    from cemnet.training.step import clip_gradients
+
+    model = torch.nn.Linear(3, 2)
+    model.weight.grad = torch.full((2, 3), 10.0)  # norm 24.5
+    model.bias.grad = torch.full((2,), 1.0)  # norm 1.4: under 15, untouched
+    clip_gradients(model, PRESETS["authors-code"])
+    assert model.weight.grad.norm().item() == pytest.approx(15.0)
+    assert torch.equal(model.bias.grad, torch.ones(2))  # a global clip would have scaled it too
+
+
+def test_device_schedule_follows_lambdalr_and_resumes_either_kind():
+    """The schedule a CUDA graph replays: the same learning rates, step for step, as PyTorch's scheduler."""
+    from cemnet.training.step import DeviceSchedule
+
+    recipe = PRESETS["authors-code"]
+    eager_opt = make_optimizer(torch.nn.Linear(1, 1), PRESETS["paper"])
+    eager = make_schedule(eager_opt, recipe, total_steps=40, warmup_steps=8)
+    device_opt = make_optimizer(torch.nn.Linear(1, 1), PRESETS["paper"])
+    on_device = DeviceSchedule(device_opt, recipe, total_steps=40, warmup_steps=8, device=torch.device("cpu"))
+    for _ in range(45):  # past the end: the floor stays
+        assert float(device_opt.param_groups[0]["lr"]) == pytest.approx(eager_opt.param_groups[0]["lr"], rel=1e-6)
+        eager.step()
+        on_device.step()
+    assert device_opt.param_groups[0]["lr"] is on_device.lr  # the tensor a graph reads
+    resumed = DeviceSchedule(make_optimizer(torch.nn.Linear(1, 1), PRESETS["paper"]), recipe, 40, 8,
+                             torch.device("cpu"))
+    resumed.load_state_dict(eager.state_dict())  # an eager run's checkpoint, continued on the device
+    assert int(resumed.count) == 45 and float(resumed.lr) == pytest.approx(1e-7)
+    twelve = make_schedule(make_optimizer(torch.nn.Linear(1, 1), PRESETS["paper"]), recipe, 40, 8)
+    for _ in range(12):
+        twelve.step()
+    again = make_schedule(make_optimizer(torch.nn.Linear(1, 1), PRESETS["paper"]), recipe, 40, 8)
+    on_device.load_state_dict(twelve.state_dict())
+    again.load_state_dict(on_device.state_dict())  # and back
+    assert again.last_epoch == 12
+
+
+def test_capturable_steps_train_as_eager_steps_and_resume_exactly(tmp_path):
+    """The step a graph records (optimizer state and schedule on the device) on the CPU, without a graph."""
+    from cemnet.models import create_model
+    from cemnet.training import TrainingStep
+
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    weights = {}
+    for capturable in (False, True):
+        torch.manual_seed(0)
+        model = create_model("cemnet-mnist", dropout=False, leaky_sigma=0.0)
+        step = TrainingStep(model, PRESETS["paper"], total_steps=20, capturable=capturable)
+        for _ in range(6):
+            step(x, y)
+        weights[capturable] = {k: v.clone() for k, v in model.state_dict().items()}
+    for key, value in weights[False].items():
+        torch.testing.assert_close(weights[True][key], value, rtol=1e-4, atol=1e-6)  # float32 learning rate
+    torch.manual_seed(0)
+    model = create_model("cemnet-mnist")
+    step = TrainingStep(model, PRESETS["paper"], total_steps=20, capturable=True)
+    for _ in range(3):
+        step(x, y)
+    state = copy.deepcopy({**step.state_dict(), "rng": torch.get_rng_state(), "model": model.state_dict()})
+    for _ in range(3):
+        step(x, y)
+    uninterrupted = {k: v.clone() for k, v in model.state_dict().items()}
+    resumed_model = create_model("cemnet-mnist")
+    resumed_model.load_state_dict(state["model"])
+    resumed = TrainingStep(resumed_model, PRESETS["paper"], total_steps=20, capturable=True)
+    resumed.load_state_dict(state)
+    torch.set_rng_state(state["rng"])
+    for _ in range(3):
+        resumed(x, y)
+    _assert_same_weights(resumed_model.state_dict(), uninterrupted)
+
+
+def test_an_epochs_batches_go_to_the_device_in_one_copy():
+    from cemnet.data import iterate_batches
+    from cemnet.training.trainer import _on_device
+
+    batches = iterate_batches(1050, 100, True, torch.Generator().manual_seed(3))
+    moved = _on_device(batches, torch.device("cpu"))
+    assert [b.tolist() for b in moved] == [b.tolist() for b in batches] and len(moved[-1]) == 50
+    assert all(b.untyped_storage().data_ptr() == moved[0].untyped_storage().data_ptr() for b in moved)

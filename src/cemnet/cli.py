@@ -87,7 +87,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     from cemnet.training.checkpoint import read_header
 
     given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
-    given.update(download=args.download, progress=not args.no_progress)
+    given.update(download=args.download, progress=not args.no_progress, cuda_graphs=not args.no_cuda_graphs)
     if args.model_option:
         given["model_options"] = dict(args.model_option)
     base: dict[str, Any] = {}
@@ -277,6 +277,8 @@ def _train_parser(train: argparse.ArgumentParser) -> None:
                        help="continue the run in OUT exactly, with its own settings (options that change what is "
                             "computed are refused)")
     train.add_argument("--overwrite", action="store_true", help="delete a run that OUT already holds and start anew")
+    train.add_argument("--no-cuda-graphs", action="store_true",
+                       help="on CUDA, run every step eagerly instead of replaying it as a CUDA graph")
     train.add_argument("--stop-after", type=POSITIVE_INT, metavar="K",
                        help="stop this invocation after K epochs (resume later with --resume)")
     train.add_argument("--bn-recalibration", type=COUNT, metavar="N",

@@ -82,6 +82,7 @@ class OpCount:
     """Per-image totals and the per-layer breakdown of :func:`count_ops`."""
 
     rows: list[LayerOps] = field(default_factory=list)
+    uncounted: list[str] = field(default_factory=list)  # layer types the conventions count as 0
 
     @property
     def forward(self) -> int:
@@ -98,6 +99,10 @@ class OpCount:
             shape = "x".join(map(str, row.output))
             lines.append(f"{row.name:<28} {row.kind:<20} {shape:<18} {row.forward:>14,} {row.backward:>14,}")
         lines.append(f"{'total':<68} {self.forward:>14,} {self.backward:>14,}")
+        if self.uncounted:
+            lines.append(f"not listed, 0 under these conventions: {', '.join(self.uncounted)} (batch norm, "
+                         f"activations, dropout and pooling of CNNs are left out as the paper's CNN figures leave "
+                         f"them out; the CEMNets' noise layers are the identity at inference; truncation is a copy)")
         return "\n".join(lines)
 
 
@@ -179,4 +184,9 @@ def count_ops(model: nn.Module, image_shape: tuple[int, int, int] | None = None,
         for hook in hooks:
             hook.remove()
         model.train(was_training)
+    counted = {row.kind for row in result.rows}
+    leaves = {type(module).__name__ for module in model.modules() if not list(module.children())}
+    # A spectral batch norm is counted as a whole; its two inner BatchNorm2d are not separate layers.
+    inner = {"BatchNorm2d"} if any(isinstance(m, SpectralBatchNorm2d) for m in model.modules()) else set()
+    result.uncounted = sorted(leaves - counted - inner)
     return result

@@ -236,7 +236,7 @@ BERNOULLI_NOTE = (
     "Note: on a CPU that is not Intel's, PyTorch draws nn.Dropout's masks serially (its parallel MKL path is "
     "Intel-only), which slows the CNNs; -O dropout_mask=uniform -T dropout_mask=uniform compares the twins "
     "without it, their masks drawn by the generator of the CEMNets' noise (docs/performance.md, "
-    "\"The CNN's dropout on this CPU\")."
+    "\"Dropout on CPUs that are not Intel's\")."
 )
 
 

@@ -36,7 +36,7 @@ What the sources leave open, and the choice made here:
   side by side, ``view_as_real(x).flatten(1)`` (``2 C H W`` features), into
   one MLP. A real linear map of ``[Re, Im]`` is the most general real-linear
   function of a complex vector, so nothing is lost; CEMNet's two-branch
-  head is CEMNet's own contribution and is not lent to its baseline.
+  head is CEMNet's own contribution and is not given to its baseline.
 * **Initialisation**: each frequency weight is the spectrum of a He-normal
   ``K x K`` kernel, centred, as for CEMNet and the CNN, so that at
   initialisation every layer is exactly the CNN twin's circular

@@ -75,7 +75,7 @@ class SpectralSequential(nn.Sequential):
 
     A :class:`SpectralLeakyReLU` followed by a :class:`SpectralDropout` then
     costs one multiplication forward and one backward, and autograd keeps one
-    factor instead of two (a smaller training step, docs/performance.md).
+    factor instead of two (a smaller training step, docs/design.md).
     The factor has the law of the layers' factors multiplied; with PyTorch's
     kernels the draws are those of the layers run one by one, in the same
     order, while the native kernels draw a pair of factors from one key (see

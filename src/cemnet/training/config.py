@@ -4,16 +4,14 @@ Recipes (``--preset``):
 
 * ``paper``: RMSProp, lr 0.004 with cosine decay per step to 1e-7, batch 100,
   no augmentation. The paper trains in TensorFlow 2.5 and does not give
-  RMSProp's other constants; cemnet uses PyTorch's RMSprop with Keras's
-  defaults, rho 0.9, eps 1e-7, no momentum. PyTorch adds eps outside the
-  square root and Keras inside, which matters only where a gradient's
-  running mean square is near ``eps^2`` (1e-14).
-* ``authors-code``: what the authors' public code adds: momentum 0.9, one
-  epoch of linear warm-up, gradient-norm clipping at 15, and Weight Fixation
-  keeping a real kernel. It is still PyTorch's RMSprop, whose momentum differs
-  from Keras's (Keras puts eps inside the square root and the learning rate
-  inside the momentum buffer), and it clips the global norm where the
-  authors clip each gradient tensor; docs/deviations.md says by how much.
+  RMSProp's other constants; cemnet uses Keras's defaults, rho 0.9,
+  eps 1e-7, no momentum. Without momentum Keras's update is PyTorch's (both
+  add eps outside the square root), so this recipe runs PyTorch's RMSprop.
+* ``authors-code``: the authors' public code (TensorFlow 2.5 Keras): RMSprop
+  with momentum 0.9 computed as Keras computes it (eps inside the square root,
+  the learning rate inside the momentum buffer: :class:`cemnet.training.step.KerasRMSprop`),
+  one epoch of linear warm-up, each gradient tensor clipped to norm 15
+  (Keras's ``clipnorm``), and Weight Fixation keeping a real kernel.
 """
 
 from __future__ import annotations
@@ -37,14 +35,17 @@ class Recipe:
     rho: float = 0.9
     eps: float = 1e-7
     momentum: float = 0.0
+    keras_momentum: bool = False  # momentum as Keras computes it (KerasRMSprop), not as PyTorch's RMSprop does
     warmup_epochs: float = 0.0
     clip_norm: float | None = None
+    clip_per_tensor: bool = False  # clip each gradient tensor to clip_norm (Keras's clipnorm), not their global norm
     real_kernel: bool = False
 
 
 PRESETS = {
     "paper": Recipe(),
-    "authors-code": Recipe(momentum=0.9, warmup_epochs=1.0, clip_norm=15.0, real_kernel=True),
+    "authors-code": Recipe(momentum=0.9, keras_momentum=True, warmup_epochs=1.0, clip_norm=15.0, clip_per_tensor=True,
+                           real_kernel=True),
 }
 
 
@@ -73,6 +74,9 @@ class TrainConfig:
         bn_recalibration: re-estimate the batch-norm statistics on that many
             training images (in eval mode) before each evaluation; 0 keeps the
             running averages (:func:`cemnet.training.recalibrate_batch_norm`).
+        cuda_graphs: on CUDA, record the training step once as a CUDA graph and
+            replay it (:class:`cemnet.training.graphs.GraphedStep`); eager where
+            that is not possible, with a line saying why.
         model_options: overrides for :func:`cemnet.models.create_model`.
     """
 
@@ -94,6 +98,7 @@ class TrainConfig:
     progress: bool = True
     stop_after: int | None = None
     bn_recalibration: int = 5000
+    cuda_graphs: bool = True
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -19,9 +19,8 @@ def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: i
     The paper puts dropout (p = 0.5) before the next layer's batch norm. In
     training that batch norm sees dropout-scaled activations, at evaluation it
     does not, so its running variance is wrong at test time ("variance shift",
-    Li et al., CVPR 2019): after 5 epochs lenet5 scored 85.5 % on the MNIST test
-    set with the running averages and 99.0 % once they were recomputed. Recomputing
-    the statistics with dropout and noise off removes the shift. It does not
+    Li et al., CVPR 2019; docs/results.md measures what it costs lenet5).
+    Recomputing the statistics with dropout and noise off removes the shift. It does not
     touch the training trajectory (training uses batch statistics), so it is
     applied to CNNs and CEMNets alike.
     """

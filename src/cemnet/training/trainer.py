@@ -31,14 +31,16 @@ from cemnet.training import checkpoint as ckpt
 from cemnet.training.config import TrainConfig
 from cemnet.training.distributed import World, init_distributed
 from cemnet.training.evaluation import evaluate, recalibrate_batch_norm
+from cemnet.training.graphs import GraphedStep
 from cemnet.training.run_folder import RunFolder
 from cemnet.training.step import TrainingStep
 
 # Settings a resumed run may change: where and how it computes, not what it computes.
-RESUMABLE_CHANGES = ("device", "kernels", "data_dir", "download", "progress", "stop_after", "out")
+RESUMABLE_CHANGES = ("device", "kernels", "data_dir", "download", "progress", "stop_after", "out", "cuda_graphs")
 STATE_ENTRIES = {"optimizer": dict, "schedule": dict, "rng": list, "epoch": int, "step": int,
                  "best_accuracy": float, "partial": list}  # what a resume reads from a checkpoint's training state
 DIVERGED_LOSS_FACTOR = 100  # a mean training loss above 100 x the loss of guessing is divergence, finite or not
+READ_EVERY_CUDA = 25  # on a GPU the running metrics (and the interrupt flag of DDP ranks) are read every 25 steps
 
 
 class TrainingDiverged(RuntimeError):
@@ -110,8 +112,13 @@ class _Run:
         self.model = create_model(config.model, **config.model_options).to(device)
         torch.manual_seed(config.seed + world.rank)  # noise and dropout draws differ per rank, as the data do
         network = nn.parallel.DistributedDataParallel(self.model) if world.size > 1 else None
+        self.graphs = self._graphs_possible(recipe)
         self.step = TrainingStep(self.model, recipe, config.epochs * self.steps_per_epoch,
-                                 round(recipe.warmup_epochs * self.steps_per_epoch), network=network)
+                                 round(recipe.warmup_epochs * self.steps_per_epoch), network=network,
+                                 capturable=self.graphs)
+        self.run_step = None  # the step as it runs: the graphed one is made at the first batch
+        # Reading the metrics synchronises with the device: every step on the CPU (free), every few on a GPU.
+        self.read_every = 1 if device.type == "cpu" else READ_EVERY_CUDA
         self.start_epoch, self.start_step, self.best_accuracy = 0, 0, -1.0
         self.partial = [0.0, 0.0, 0.0, 0.0]  # this rank's loss sum, correct, seen, seconds of an interrupted epoch
         self.diverged_loss = DIVERGED_LOSS_FACTOR * math.log(self.model.spec.num_classes)
@@ -121,6 +128,19 @@ class _Run:
         self.last_epoch = min(config.epochs, stop)
         self.summary: dict[str, Any] = {"out": str(self.out), "epochs_run": self.start_epoch, "model": self.model}
         self.writer = None
+
+    def _graphs_possible(self, recipe) -> bool:
+        """Whether the step will be a CUDA graph; where they were asked for and cannot be, one line says why."""
+        if not (self.config.cuda_graphs and self.device.type == "cuda"):
+            return False
+        reason = None
+        if self.world.size > 1:
+            reason = "a step under torchrun runs eager (DDP's gradient hooks are not recorded here)"
+        elif recipe.keras_momentum:
+            reason = "the authors-code recipe's Keras RMSprop is not capturable"
+        if reason and self.world.main:
+            print(f"note: CUDA graphs off: {reason}")
+        return reason is None
 
     def _resume(self) -> None:
         last = self.out / "last.safetensors"
@@ -170,7 +190,8 @@ class _Run:
         config, world = self.config, self.world
         self.step.network.train()
         order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # same shards after a resume
-        batches = iterate_batches(len(train_y), self.local_batch, True, order, world.rank, world.size)
+        batches = _on_device(iterate_batches(len(train_y), self.local_batch, True, order, world.rank, world.size),
+                             self.device)
         skip, partial = (self.start_step, self.partial) if epoch == self.start_epoch else (0, [0.0] * 4)
         totals = torch.tensor(partial[:3], dtype=torch.float64, device=self.device)  # loss sum, correct, seen
         started = time.perf_counter() - partial[3]
@@ -178,16 +199,17 @@ class _Run:
         bar = tqdm(batches[skip:], desc=f"epoch {epoch + 1}/{config.epochs}", initial=skip, total=len(batches),
                    leave=False, disable=None if show else True)  # None: tqdm draws only on a terminal
         for step, index in enumerate(bar, start=skip):
-            index = index.to(self.device)
             x, y = train_x[index], train_y[index]
-            loss, logits = self.step(x, y)
+            loss, logits = self._run(x, y)
             totals[0] += loss.detach().double() * len(y)
             totals[1] += (logits.argmax(1) == y).sum()
             totals[2] += len(y)
+            if (step + 1) % self.read_every and step + 1 < len(batches):
+                continue
             loss_sum, correct, seen = totals.tolist()
             if not math.isfinite(loss_sum):
-                raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last "
-                                       f"good checkpoint in {self.out} is unchanged; try a lower --lr or the "
+                raise TrainingDiverged(f"the loss became {loss.item()} by epoch {epoch + 1}, step {step + 1}; the "
+                                       f"last good checkpoint in {self.out} is unchanged; try a lower --lr or the "
                                        f"authors-code preset (warm-up and gradient clipping)")
             if show:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -204,6 +226,22 @@ class _Run:
         bar.close()
         self.totals = totals.tolist()
         return time.perf_counter() - started
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step: the CUDA graph where there is one (recorded at the first batch), else eager."""
+        if self.run_step is None:
+            self.run_step = GraphedStep(self.step, x, y) if self.graphs else self.step
+        if self.run_step is self.step:
+            return self.step(x, y)
+        try:
+            return self.run_step(x, y)
+        except RuntimeError as error:  # recording failed: nothing of this step ran
+            if self.run_step.graph is not None:
+                raise
+            print(f"note: CUDA graphs off: the step could not be recorded ({str(error).splitlines()[0][:200]}); "
+                  f"eager from here")
+            self.run_step = self.step
+            return self.step(x, y)
 
     def end_epoch(self, epoch: int, seconds: float, train_x: torch.Tensor, test_x: torch.Tensor,
                   test_y: torch.Tensor) -> None:
@@ -293,6 +331,12 @@ def _signals_requested():
         for signum in handled:
             if signal.getsignal(signum) is handler:
                 signal.signal(signum, previous[signum])
+
+
+def _on_device(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """An epoch's index batches moved to the device in one copy (views of one tensor there)."""
+    order = torch.cat(batches).to(device)
+    return list(order.split([len(batch) for batch in batches]))
 
 
 def _load_split(config: TrainConfig, split: str, limit: int | None,

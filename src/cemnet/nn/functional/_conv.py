@@ -53,7 +53,7 @@ def spectral_conv2d(
     conj = check_choice("conj", conj, CONJUGATIONS)
     if c_in == 1:
         # One input channel (a grayscale first layer): no sum over C_in, so a broadcast
-        # product beats the matrix layout below (2x forward + backward on MNIST's first layer).
+        # product beats the matrix layout below (benchmarks/layer_times.py times both on MNIST's first layer).
         spectrum = from_frequency_major(weight) if not weight.is_complex() else weight  # (C_out, 1, H, F)
         # Contiguous, so the product comes out contiguous: with the frequency-major view it
         # would be channels-last, and every later layer would pay a transposing copy.
@@ -84,12 +84,11 @@ class _SpectralProduct(torch.autograd.Function):
     """The multi-channel products of :func:`spectral_conv2d` as ONE real batched matrix product per frequency.
 
     ``(H F, 2 B, 2 C_in) @ (H F, 2 C_in, C_out)`` (PyTorch's complex ``bmm`` is
-    ~10x slower on CPU): the left factor of :func:`_left_factor` times the
+    many times slower on CPU): the left factor of :func:`_left_factor` times the
     frequency-major weight ``[Wr; Wi]``. Autograd would keep the left factor,
     twice the input's size, for the weight's gradient; this function keeps
     the input and rebuilds the factor in the backward (one stack), one
-    input-sized tensor less per layer (a step's peak memory up to 7 % lower,
-    docs/performance.md item 16), and assembles the input's gradient in four passes
+    input-sized tensor less per layer (docs/design.md, "Memory"), and assembles the input's gradient in four passes
     where the stack's own backward took about seven. The backward is made of
     differentiable operations on the saved inputs, so it can be
     differentiated again.

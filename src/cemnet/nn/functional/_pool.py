@@ -20,7 +20,7 @@ def spectral_max_pool2d(x: torch.Tensor, kernel_size: int = 2, grid: SpectralGri
 
 
 def block_max_pool2d(x: torch.Tensor, kernel_size: int = 2) -> torch.Tensor:
-    """``F.max_pool2d(x, k)`` (stride ``k``, no padding), 4-6x faster on CPU when no gradient is needed.
+    """``F.max_pool2d(x, k)`` (stride ``k``, no padding), faster on CPU when no gradient is needed.
 
     PyTorch's CPU kernel for contiguous maps visits each window on its own;
     two ``torch.maximum`` over strided views (the columns of each 2 x 2
