@@ -231,10 +231,12 @@ def test_loading_the_kernel_keeps_denormals(kernel):
 
 def test_cold_build_goes_to_torch_extensions_dir_without_locks(kernel, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    killed = tmp_path / ".build-cemnet_kernels_0-abc"  # what a build killed long ago left behind
+    killed = tmp_path / ".build-cemnet_kernels_0-2147483646-abc"  # what a killed build left (its process is gone)
     killed.mkdir()
+    stale = tmp_path / f".build-cemnet_kernels_0-{os.getpid()}-def"  # a live process's, but older than any build
+    stale.mkdir()
     old = time.time() - _native.BUILD_TIMEOUT_S - 60
-    os.utime(killed, (old, old))
+    os.utime(stale, (old, old))
     built = _native.load_extension([_native.KERNELS_SOURCE], "cemnet_kernels")  # a cold build, as on a fresh machine
     assert "compiling the native CPU kernels" in capsys.readouterr().err
     assert [path.name for path in tmp_path.iterdir()] == [f"{built.__name__}.so"]  # no lock, no build folders

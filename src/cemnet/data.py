@@ -190,21 +190,27 @@ def _md5(content: bytes) -> str:
     return hashlib.md5(content).hexdigest()
 
 
+def _found(folder: Path, file: DataFile) -> Path | None:
+    """The file as it lies in ``folder``: its official name, or that name without ``.gz`` (decompressed)."""
+    return next((folder / n for n in (file.name, file.name.removesuffix(".gz")) if (folder / n).is_file()), None)
+
+
 def _problem(info: DatasetInfo, file: DataFile, folder: Path, what: str) -> DataError:
     if info.name == "cifar10":
         where = (f"put the official {CIFAR_ARCHIVE.name} (md5 {CIFAR_ARCHIVE.archive_md5}), or the folder "
                  f"{CIFAR_FOLDER}/ it unpacks to, in {folder.parent if folder.name == CIFAR_FOLDER else folder}/")
     else:
         where = f"put the official file (gzip-compressed or not) in {folder}/"
-    return DataError(f"{info.name}: {what} {file.name} (md5 of its content {file.expected}): {where}, or point "
-                     f"--data-dir / CEMNET_DATA at the folder that holds {info.name}/. Official mirrors: "
-                     f"{', '.join(info.mirrors)}")
+    digest = (f"md5 of the decompressed content {file.md5}" if file.md5 else
+              f"md5 of the official {file.name} {file.archive_md5}")
+    name = (_found(folder, file) or folder / file.name).name
+    return DataError(f"{info.name}: {what} {name} ({digest}): {where}, or point --data-dir / CEMNET_DATA at the "
+                     f"folder that holds {info.name}/. Official mirrors: {', '.join(info.mirrors)}")
 
 
 def read_checked(folder: Path, file: DataFile, info: DatasetInfo) -> bytes:
     """The decompressed content of ``file`` found in ``folder``, its md5 verified."""
-    stem = file.name.removesuffix(".gz")
-    path = next((folder / n for n in (file.name, stem) if (folder / n).is_file()), None)
+    path = _found(folder, file)
     if path is None:
         raise _problem(info, file, folder, "missing")
     raw = path.read_bytes()

@@ -119,7 +119,7 @@ def _build(name: str, sources: Sequence[Path], compile_flags: list[str], link_fl
         environment["PATH"] = os.pathsep.join([ninja.BIN_DIR, environment.get("PATH", "")])
     except ImportError:
         pass
-    build = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=root))
+    build = Path(tempfile.mkdtemp(prefix=f".build-{name}-{os.getpid()}-", dir=root))
     script = ("import json, sys; from torch.utils.cpp_extension import load; a = json.loads(sys.argv[1]); "
               "load(a['name'], a['sources'], extra_cflags=a['cflags'], extra_ldflags=a['ldflags'], "
               "build_directory=a['build'])")
@@ -150,10 +150,18 @@ def _first_error(output: str) -> str:
 
 
 def _remove_abandoned_builds(root: Path) -> None:
-    """Remove the private folders of builds that were killed (older than any build can take)."""
+    """Remove the private folders of killed builds: their process is gone, or they are older than any build takes."""
     for folder in root.glob(".build-*"):
         try:
-            if time.time() - folder.stat().st_mtime > BUILD_TIMEOUT_S:
+            pid = int(folder.name.rsplit("-", 2)[-2])
+            os.kill(pid, 0)
+            alive = True
+        except (ValueError, IndexError, ProcessLookupError):
+            alive = False
+        except PermissionError:  # another user's live process
+            alive = True
+        try:
+            if not alive or time.time() - folder.stat().st_mtime > BUILD_TIMEOUT_S:
                 shutil.rmtree(folder, ignore_errors=True)
         except FileNotFoundError:
             pass

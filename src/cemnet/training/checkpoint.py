@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,8 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except Exception as error:  # a full disk, a read-only folder, torch's or safetensors' own write errors
-        raise CheckpointError(f"cannot write {path} ({_reason(error)}); the previous checkpoint there is "
-                              f"unchanged: free some space or choose another --out") from error
+        raise CheckpointError(f"cannot write {path} ({_reason(error)}; {_free_space(path.parent)}); the previous "
+                              f"checkpoint there is unchanged: free some space or choose another --out") from error
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -94,6 +95,14 @@ def _reason(error: BaseException) -> str:
         return error.strerror
     text = str(error).strip().splitlines()
     return (text[-1] if text else type(error).__name__)[:200]
+
+
+def _free_space(folder: Path) -> str:
+    """How much room the disk has left (a short write of torch.save says nothing clearer about a full disk)."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
+    except OSError:
+        return "free space unknown"
 
 
 def save_checkpoint(

@@ -300,8 +300,12 @@ def _check_same_settings(path: Path, saved: dict[str, Any] | None, config: Train
     if saved is None:
         return
     current = asdict(config)
-    changed = [f"{name}={saved[name]!r} (asked: {current[name]!r})" for name in (f.name for f in fields(TrainConfig))
-               if name not in RESUMABLE_CHANGES and name in saved and saved[name] != current[name]]
+
+    def shown(value: Any) -> str:
+        return "not set" if value is None else repr(value)
+
+    changed = [f"{name}={shown(saved[name])} (asked: {shown(current[name])})" for name in (f.name for f in fields(
+        TrainConfig)) if name not in RESUMABLE_CHANGES and name in saved and saved[name] != current[name]]
     if changed:
         raise ValueError(f"--resume: {path.parent} was trained with {', '.join(changed)}; resume with the run's own "
                          f"settings (leave those options out), or start a new run with another --out")
