@@ -1,10 +1,10 @@
 """What does a GPU change? One run on a CUDA machine: its tests, the benchmarks, graphed training, Table 2 rows.
 
-Usage: python benchmarks/gpu_session.py --data-dir DATA [--minutes 12] [--epochs 100] [--out runs/gpu]
+Usage: python benchmarks/on_a_gpu.py --data-dir DATA [--minutes 12] [--epochs 100] [--out runs/gpu]
 
 Made for a GPU that is available for a short, fixed time: every stage has a
-time limit and writes what it measured to ``OUT/gpu-session.json`` as soon as
-it ends, so that an interrupted session still leaves its numbers. In order:
+time limit and writes what it measured to ``OUT/on-a-gpu.json`` as soon as
+it ends, so that an interrupted run still leaves its numbers. In order:
 
 1. ``pytest tests/test_cuda.py`` (the GPU against the CPU, graphed training);
 2. ``cemnet bench --device cuda --cuda-graphs`` for the half-spectrum and the
@@ -49,7 +49,7 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--data-dir", required=True, help="the folder holding cifar10/ (and mnist/ for the tests)")
 parser.add_argument("--minutes", type=float, default=12.0, help="wall-clock time for all stages (default: 12)")
 parser.add_argument("--epochs", type=int, default=100, help="epochs per Table 2 row (default: 100)")
-parser.add_argument("--out", default="runs/gpu", help="folder for the runs and gpu-session.json")
+parser.add_argument("--out", default="runs/gpu", help="folder for the runs and on-a-gpu.json")
 parser.add_argument("--device", default="cuda")
 parser.add_argument("--limit-train", type=int, help="fewer training images (a check of the script)")
 args = parser.parse_args()
@@ -63,7 +63,7 @@ report = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "mac
 
 
 def save() -> None:
-    (out / "gpu-session.json").write_text(json.dumps(report, indent=2))
+    (out / "on-a-gpu.json").write_text(json.dumps(report, indent=2))
 
 
 def left() -> float:
@@ -104,7 +104,7 @@ report["table2"] = {}
 limit = ["--limit-train", str(args.limit_train), "--limit-test", str(args.limit_train)] if args.limit_train else []
 for row, model, options in ROWS:
     if left() < 30:
-        report["table2"][row] = {"model": model, "options": options, "not run": "no time left in this run"}
+        report["table2"][row] = {"model": model, "options": options, "not run": "the run's minutes were spent"}
         continue
     folder = out / "table2" / row
     stage = run(f"table 2: {row}", [*cemnet, "train", "--model", model, *options, "--epochs", str(args.epochs),
@@ -120,4 +120,4 @@ for row, model, options in ROWS:
                      training_seconds=sum(float(r["epoch_seconds"]) for r in rows))
     report["table2"][row] = {"model": model, "options": options, **stage}
     save()
-print(f"wrote {out / 'gpu-session.json'}")
+print(f"wrote {out / 'on-a-gpu.json'}")
