@@ -13,7 +13,8 @@ def run_cli(*args):
 
 
 def test_wrong_data_dir_gives_one_clear_message_and_exit_2(tmp_path):
-    result = run_cli("train", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--epochs", "1")
+    result = run_cli("train", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--epochs", "1",
+                     "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "missing train-images-idx3-ubyte.gz" in result.stderr
