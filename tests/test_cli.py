@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -72,3 +73,14 @@ def test_bench_options_reach_each_twin(tmp_path, capsys):
     assert "cemnet-mnist (half_spectrum=True) / lenet5 (block_pool=True)" in capsys.readouterr().out
     (pair,) = json.loads(out.read_text())["pairs"]
     assert pair["cemnet"]["options"] == {"half_spectrum": True} and pair["cnn"]["options"] == {"block_pool": True}
+
+
+def test_nothing_is_compiled_before_a_layer_computes(tmp_path):
+    """`import cemnet`, `cemnet models`, `cemnet ops` and `--help` build no native kernels (they compute nothing)."""
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext"), "CEMNET_KERNELS": "native"}
+    for command in (["-c", "import cemnet, cemnet.nn, cemnet.training, cemnet.bench"], ["-m", "cemnet", "models"],
+                    ["-m", "cemnet", "ops", "--model", "cemnet-large"], ["-m", "cemnet", "train", "--help"]):
+        done = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "compiling" not in done.stderr
+    assert not (tmp_path / "ext").exists()

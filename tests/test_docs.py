@@ -45,8 +45,14 @@ ISO_DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
 def tracked_text_files() -> list[Path]:
     import subprocess
 
-    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
-    names = listed.stdout.split() if listed.returncode == 0 else [str(p.relative_to(ROOT)) for p in ROOT.rglob("*")]
+    try:
+        listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+        names = listed.stdout.split() if listed.returncode == 0 else []
+    except FileNotFoundError:  # no git: the project's own folders
+        names = []
+    if not names:
+        names = [str(p.relative_to(ROOT)) for folder in ("src", "docs", "tests", "benchmarks", "scripts", ".ci")
+                 for p in (ROOT / folder).rglob("*")] + ["README.md", "Makefile", "pyproject.toml"]
     return [ROOT / name for name in names if (ROOT / name).is_file()
             and (ROOT / name).suffix in (".py", ".md", ".cpp", ".h", ".sh", ".toml", ".txt", "")
             and name != "tests/test_docs.py"]

@@ -15,7 +15,7 @@ from cemnet.training.config import Recipe
 
 
 class KerasRMSprop(torch.optim.Optimizer):
-    """RMSprop with momentum as TensorFlow's Keras computes it (``ApplyRMSProp``).
+    r"""RMSprop with momentum as TensorFlow's Keras computes it (``ApplyRMSProp``).
 
     .. math::
         s \leftarrow \rho s + (1 - \rho) g^2, \qquad
