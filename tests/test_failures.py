@@ -26,6 +26,7 @@ from cemnet.data import DataError, load_dataset
 from cemnet.training import TrainConfig, train
 from cemnet.training import checkpoint as ckpt
 from cemnet.training import step as training_step
+from cemnet.training.run_folder import RunFolder
 from cemnet.training.run_folder import RunFolder, RunFolderError
 
 TINY = ["--model", "lenet5", "--epochs", "2", "--limit-train", "200", "--limit-test", "100", "--batch-size", "50",
@@ -329,7 +330,20 @@ def test_a_failed_run_creates_no_folders_and_says_whether_it_downloaded(tmp_path
     code, err = cli("train", "--data-dir", str(tmp_path / "nowhere"), "--epochs", "1", "--out", str(tmp_path / "run"),
                     env=env)
     assert code == EXIT_USAGE and "(the download failed:" in one_line(err)
-    assert not (tmp_path / "nowhere").exists()
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_is_removed_only_when_this_process_created_it_and_wrote_nothing(tmp_path):
+    created = RunFolder(tmp_path / "new" / "run")
+    created.close()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    RunFolder(tmp_path / "mine").close()  # a folder the user made is theirs, empty or not
+    assert (tmp_path / "mine").is_dir()
+    written = RunFolder(tmp_path / "written")
+    written.write_row({"epoch": 1})
+    written.close()
+    assert (tmp_path / "written" / "metrics.csv").is_file()
 
 
 # ---------------------------------------------------------------------------- divergence
@@ -339,7 +353,7 @@ def test_finite_divergence_is_reported_and_exits_3(data_dir, tmp_path, capsys, m
     real_loss = training_step.F.cross_entropy
     monkeypatch.setattr(training_step.F, "cross_entropy", lambda logits, y, **kw: real_loss(logits, y, **kw) * 1e6)
     assert tiny(data_dir, tmp_path / "run", "--epochs", "1") == EXIT_DIVERGED
-    assert "training diverged" in one_line(capsys.readouterr().err)
+    assert "training diverged; no checkpoint had been saved yet" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "run" / "last.safetensors").exists()
 
 

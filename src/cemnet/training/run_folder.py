@@ -9,7 +9,9 @@ installed, ``tensorboard/``. Three rules keep it whole:
   operating system releases it when the process ends, however it ends). A
   second ``cemnet train`` on the same folder is refused while the first runs.
 * **No silent loss.** A folder that already holds a run is continued only
-  with ``--resume`` and replaced only with ``--overwrite``.
+  with ``--resume`` and replaced only with ``--overwrite``; a folder this
+  process created and never wrote to (a run that failed before its first
+  epoch, e.g. for missing data) is removed again when it is released.
 * **One truth.** The ``last`` checkpoint says how far the run is; a metrics
   row is written (atomically) before the checkpoint of its epoch, and on a
   resume the rows beyond the checkpoint are dropped, so a kill between the
@@ -45,7 +47,7 @@ class RunFolder:
     """The folder of one training run, locked for the lifetime of this object (rank 0 only under DDP).
 
     Args:
-        path: the folder (created if missing).
+        path: the folder (created if missing; removed again by :meth:`close` if nothing was written to it).
         resume: the run is to be continued.
         overwrite: a run already there is to be deleted first.
 
@@ -59,6 +61,8 @@ class RunFolder:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"--out {self.path} is a file, not a folder; choose a folder for the run")
+        # the folder and the parents this process creates, deepest first: close() removes them while empty
+        self._created = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=self.path).close()
@@ -124,7 +128,13 @@ class RunFolder:
         os.replace(temporary, self.path / "metrics.csv")
 
     def close(self) -> None:
-        """Release the lock (the process's end releases it too)."""
+        """Release the lock (the process's end releases it too), and remove the folder if it was created empty."""
         if self._handle is not None:
             os.close(self._handle)
             self._handle = None
+        for folder in self._created:
+            try:
+                folder.rmdir()  # only succeeds while empty: a folder that holds anything is kept
+            except OSError:
+                break
+        self._created = []

@@ -208,9 +208,9 @@ class _Run:
                 continue
             loss_sum, correct, seen = totals.tolist()
             if not math.isfinite(loss_sum):
-                raise TrainingDiverged(f"the loss became {loss.item()} by epoch {epoch + 1}, step {step + 1}; the "
-                                       f"last good checkpoint in {self.out} is unchanged; try a lower --lr or the "
-                                       f"authors-code preset (warm-up and gradient clipping)")
+                raise TrainingDiverged(f"the loss became {loss.item()} by epoch {epoch + 1}, step {step + 1}; "
+                                       f"{self._what_is_kept()}; try a lower --lr or the authors-code preset "
+                                       f"(warm-up and gradient clipping)")
             if show:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 img_s=f"{seen * world.size / (time.perf_counter() - started):.0f}")
@@ -243,6 +243,11 @@ class _Run:
             self.run_step = self.step
             return self.step(x, y)
 
+    def _what_is_kept(self) -> str:
+        if (self.out / "last.safetensors").exists():
+            return f"the last good checkpoint in {self.out} is unchanged"
+        return "no checkpoint had been saved yet"
+
     def end_epoch(self, epoch: int, seconds: float, train_x: torch.Tensor, test_x: torch.Tensor,
                   test_y: torch.Tensor) -> None:
         """Batch-norm recalibration, evaluation, the metrics row and the checkpoints of a finished epoch."""
@@ -250,8 +255,8 @@ class _Run:
         loss_sum, correct, seen = world.sum(self.totals, self.device)
         if loss_sum / seen > self.diverged_loss:
             raise TrainingDiverged(f"the mean training loss of epoch {epoch + 1} is {loss_sum / seen:.3g} (guessing "
-                                   f"gives {self.diverged_loss / DIVERGED_LOSS_FACTOR:.3g}): training diverged; the "
-                                   f"last good checkpoint in {self.out} is unchanged; try a lower --lr")
+                                   f"gives {self.diverged_loss / DIVERGED_LOSS_FACTOR:.3g}): training diverged; "
+                                   f"{self._what_is_kept()}; try a lower --lr")
         world.sync_buffers(self.model)
         recalibrate_batch_norm(self.model, train_x[: self.config.bn_recalibration])  # same images on every rank
         test = evaluate(self.model, test_x, test_y, world=world)
