@@ -19,8 +19,8 @@ from _interleaved import add_step_arguments, print_steps
 
 from cemnet.bench import training_step
 from cemnet.models import model_info
-from cemnet.timing import time_interleaved
 from cemnet.runtime import resolve_device
+from cemnet.timing import time_interleaved
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 add_step_arguments(parser)

@@ -12,8 +12,7 @@ import argparse
 
 import torch
 
-from cemnet.models import parse_option
-from cemnet.models import create_model
+from cemnet.models import create_model, parse_option
 from cemnet.timing import time_call
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

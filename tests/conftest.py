@@ -10,7 +10,6 @@ import torch
 
 from cemnet import _native, runtime
 
-
 DOUBLE = {"dtype": torch.float64}
 
 

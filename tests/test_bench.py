@@ -5,8 +5,8 @@ import torch
 
 from cemnet import runtime
 from cemnet.bench import BERNOULLI_NOTE, format_table, run_bench, step_peak_memory
-from cemnet.training.graphs import capture_cuda_graph
 from cemnet.cli import main
+from cemnet.training.graphs import capture_cuda_graph
 
 
 def test_bench_reports_both_twins_and_their_ratios():

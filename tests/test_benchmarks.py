@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from conftest import native_kernels_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent

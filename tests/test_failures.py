@@ -26,7 +26,6 @@ from cemnet.data import DataError, load_dataset
 from cemnet.training import TrainConfig, train
 from cemnet.training import checkpoint as ckpt
 from cemnet.training import step as training_step
-from cemnet.training.run_folder import RunFolder
 from cemnet.training.run_folder import RunFolder, RunFolderError
 
 TINY = ["--model", "lenet5", "--epochs", "2", "--limit-train", "200", "--limit-test", "100", "--batch-size", "50",

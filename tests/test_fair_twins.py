@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from cemnet.bench.fair_twins import BlockMaxPool2d, UniformMaskDropout, make_fair, split_options
+from cemnet.bench.fair_twins import (
+    BlockMaxPool2d,
+    UniformMaskDropout,
+    make_fair,
+    split_options,
+)
 from cemnet.models import create_model
 
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import native_kernels_or_skip
 
 from cemnet import _native, runtime
 from cemnet import nn as cnn
 from cemnet.nn import functional as SF
-
-from conftest import native_kernels_or_skip
 
 N = 1_000_000
 PROBES = Path(__file__).with_name("csrc") / "probes.cpp"

@@ -3,14 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DOUBLE, assert_rel_close
 from torch import nn
 
 from cemnet import nn as cnn
 from cemnet import spectral
 from cemnet.nn import functional as SF
 from cemnet.spectral import SpectralGrid, to_frequency, to_spatial
-from conftest import DOUBLE, assert_rel_close
-
 
 CASES = [  # (c_in, c_out, k, (H, W))
     (1, 1, 1, (5, 5)),

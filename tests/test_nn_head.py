@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from conftest import DOUBLE, assert_rel_close
 from torch import nn
 
 from cemnet import nn as cnn
 from cemnet.spectral import to_frequency
-from conftest import DOUBLE, assert_rel_close
 
 
 def test_two_branch_head_uses_each_part_separately():

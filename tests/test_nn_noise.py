@@ -2,14 +2,13 @@
 
 import pytest
 import torch
+from conftest import DOUBLE
 from torch import nn
 
 from cemnet import nn as cnn
 from cemnet.nn import functional as SF
 from cemnet.nn.functional import _kernels
 from cemnet.spectral import to_frequency
-from conftest import DOUBLE
-
 
 NOISE_LAYERS = [  # built inside each test, under its kernel setting
     (lambda: cnn.SpectralDropout(0.5), 0.25),

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from conftest import DOUBLE, assert_rel_close
 from torch import nn
 
 from cemnet import nn as cnn
 from cemnet.nn import functional as SF
 from cemnet.nn.functional import _norm
 from cemnet.spectral import to_frequency
-from conftest import DOUBLE, assert_rel_close
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

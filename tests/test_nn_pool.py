@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DOUBLE, assert_rel_close
 
 from cemnet import nn as cnn
 from cemnet.nn import functional as SF
 from cemnet.spectral import to_frequency, to_spatial
-from conftest import DOUBLE, assert_rel_close
 
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 10)])

@@ -1,11 +1,11 @@
 import pytest
 
-from cemnet.training.checkpoint import save_checkpoint
 from cemnet.models import create_model
+from cemnet.training.checkpoint import save_checkpoint
 
 pytest.importorskip("matplotlib")
 
-from cemnet.plot import plot_curves, plot_kernels  # noqa: E402
+from cemnet.plot import plot_curves, plot_kernels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cemnet.data import DATASETS, DataError
 from cemnet.models import parse_option

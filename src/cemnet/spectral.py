@@ -105,7 +105,7 @@ class SpectralGrid:
             object.__setattr__(self, "dense", self.points <= DENSE_DFT_MAX_POINTS)
 
     @classmethod
-    def of(cls, size: int | tuple[int, int], half: bool = False) -> "SpectralGrid":
+    def of(cls, size: int | tuple[int, int], half: bool = False) -> SpectralGrid:
         """The grid of a square ``size`` or of ``(H, W)``."""
         height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         return cls(height, width, half)
@@ -129,7 +129,7 @@ class SpectralGrid:
     def points(self) -> int:
         return self.height * self.width
 
-    def pooled(self, factor: int) -> "SpectralGrid":
+    def pooled(self, factor: int) -> SpectralGrid:
         """The grid after pooling by ``factor`` on both axes (same kind of spectrum)."""
         return SpectralGrid(self.height // factor, self.width // factor, self.half)
 

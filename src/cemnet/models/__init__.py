@@ -30,9 +30,9 @@ from cemnet.models.convnets import CEMNet, ConvNet, NetSpec
 from cemnet.models.fcnn import FCNN
 
 __all__ = [
+    "FCNN",
     "CEMNet",
     "ConvNet",
-    "FCNN",
     "ModelInfo",
     "NetSpec",
     "count_parameters",

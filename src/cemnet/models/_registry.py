@@ -6,8 +6,9 @@ import argparse
 import ast
 import fnmatch
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 

@@ -64,7 +64,7 @@ class NetSpec:
         """Flattened features after the last pool (per part, for a CEMNet)."""
         return self.stages[-1][-1] * self.feature_size**2
 
-    def ablate(self, batch_norm: bool, dropout: bool) -> "NetSpec":
+    def ablate(self, batch_norm: bool, dropout: bool) -> NetSpec:
         """The same architecture without batch norm and/or dropout."""
         return replace(self, batch_norm=self.batch_norm and batch_norm, dropout=self.dropout if dropout else 0.0)
 

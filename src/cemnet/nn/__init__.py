@@ -33,9 +33,9 @@ from cemnet.nn.pool import SpectralMaxPool2d, SpectralTruncation2d
 from cemnet.nn.transform import ToFrequency
 
 __all__ = [
+    "STORAGES",
     "FFTConv2d",
     "GroupedLinear",
-    "STORAGES",
     "SpectralBatchNorm2d",
     "SpectralConv2d",
     "SpectralDropout",

@@ -173,7 +173,7 @@ class SpectralConv2d(_SpectralModule):
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, input_size: int | tuple[int, int], *,
-                    storage: str = "spatial") -> "SpectralConv2d":
+                    storage: str = "spatial") -> SpectralConv2d:
         """The exact frequency twin of a stride-1, odd-kernel ``nn.Conv2d``.
 
         The result (``conj="weight"``, centred anchor) equals ``conv`` applied
@@ -262,7 +262,7 @@ class FFTConv2d(nn.Module):
         return out[..., : self.input_size[0], : self.input_size[1]]
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, input_size: int | tuple[int, int]) -> "FFTConv2d":
+    def from_conv2d(cls, conv: nn.Conv2d, input_size: int | tuple[int, int]) -> FFTConv2d:
         """The frequency-domain equivalent of a stride-1, zero-padded "same" ``nn.Conv2d``."""
         _check_same_conv(conv, circular_allowed=False)
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], input_size, bias=conv.bias is not None,
