@@ -41,3 +41,18 @@ def test_table1_has_every_row_and_finished_seeds_are_not_retrained(quick, tmp_pa
     assert sorted({config.seed for config in trained}) == [2]  # only the new seed trains
     assert len(trained) == sum(row.model is not None for row in TABLES["table1"])
 
+
+
+def test_an_interrupted_seed_resumes_instead_of_starting_again(quick, tmp_path, monkeypatch):
+    import cemnet.training
+
+    run = tmp_path / "table1" / "cemnet" / "seed-0"
+    cemnet.training.train(cemnet.training.TrainConfig(model="cemnet-mnist", epochs=2, stop_after=1, out=str(run),
+                                                      seed=0, **quick))
+    calls = []
+    real_train = cemnet.training.train
+    monkeypatch.setattr(cemnet.training, "train", lambda config, **kw: calls.append(kw) or real_train(config, **kw))
+    reproduce("table1", epochs=2, out=tmp_path, rows=["cemnet"], **quick)
+    assert calls == [{"resume": True}]
+    with (run / "metrics.csv").open() as handle:
+        assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["1", "2"]
