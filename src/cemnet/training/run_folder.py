@@ -128,13 +128,17 @@ class RunFolder:
         os.replace(temporary, self.path / "metrics.csv")
 
     def close(self) -> None:
-        """Release the lock (the process's end releases it too), and remove the folder if it was created empty."""
-        if self._handle is not None:
-            os.close(self._handle)
-            self._handle = None
+        """Remove the folder if this process created it and it is still empty, then release the lock.
+
+        (The process's end releases the lock too.) Removing before releasing
+        means no other process can have taken the folder in between.
+        """
         for folder in self._created:
             try:
                 folder.rmdir()  # only succeeds while empty: a folder that holds anything is kept
             except OSError:
                 break
         self._created = []
+        if self._handle is not None:
+            os.close(self._handle)
+            self._handle = None
