@@ -75,7 +75,8 @@ def _file_digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary)``, synced, then renamed onto ``path``: a kill leaves the old file or the new, never half."""
     temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
         write(temporary)
@@ -126,9 +127,9 @@ def save_checkpoint(
               "weights_sha256": weights_digest(weights)}
     if state is not None:
         state_path = folder / f"{name}.{token}.state.pt"
-        _atomic_write(state_path, lambda p: torch.save(state, p))
+        atomic_write(state_path, lambda p: torch.save(state, p))
         header["state_sha256"] = _file_digest(state_path)
-    _atomic_write(folder / f"{name}.safetensors", lambda p: save_file(weights, str(p), metadata=header))
+    atomic_write(folder / f"{name}.safetensors", lambda p: save_file(weights, str(p), metadata=header))
     for stale in folder.glob(f"{name}.*.state.pt"):
         if stale.name != f"{name}.{token}.state.pt":
             stale.unlink(missing_ok=True)

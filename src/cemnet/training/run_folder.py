@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cemnet.training.checkpoint import remove_leftovers
+from cemnet.training.checkpoint import atomic_write, remove_leftovers
 
 try:
     import fcntl
@@ -118,14 +118,13 @@ class RunFolder:
             return list(csv.DictReader(handle))
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        temporary = self.path / ".metrics.csv.tmp-rewrite"
-        with temporary.open("w", newline="") as handle:
-            table = csv.DictWriter(handle, METRICS_COLUMNS)
-            table.writeheader()
-            table.writerows(rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path / "metrics.csv")
+        def write(temporary: Path) -> None:
+            with temporary.open("w", newline="") as handle:
+                table = csv.DictWriter(handle, METRICS_COLUMNS)
+                table.writeheader()
+                table.writerows(rows)
+
+        atomic_write(self.path / "metrics.csv", write)
 
     def close(self) -> None:
         """Remove the folder if this process created it and it is still empty, then release the lock.
