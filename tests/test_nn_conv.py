@@ -245,3 +245,73 @@ def test_a_spatial_sgd_step_is_hw_times_the_fixed_frequency_step():
     layers[1].fix_weights()  # the paper's projection after the step
     spatial_step, frequency_step = (layer.spatial_kernel() - kernel for layer in layers)
     assert_rel_close(spatial_step, 8 * 8 * frequency_step, rel=1e-8)
+
+
+def off_support(layer: cnn.SpectralConv2d) -> float:
+    """How far a frequency weight is from its K x K support, relative to its size."""
+    spectrum = layer.spectrum()
+    projected = spectral.project_to_support(spectrum, layer.kernel_size, layer.grid, layer.anchor)
+    return ((spectrum - projected).abs().max() / spectrum.abs().max()).item()
+
+
+@pytest.mark.parametrize("fixation", cnn.FIXATIONS)
+@pytest.mark.parametrize("half", [False, True])
+def test_a_plain_pytorch_loop_keeps_every_fixed_layer_on_its_support(fixation, half):
+    # No cemnet training code: the loop a user writes. The layers fix themselves.
+    model = nn.Sequential(
+        cnn.ToFrequency(half),
+        cnn.SpectralConv2d(2, 4, 3, 8, storage="frequency", fixation=fixation, half=half, **DOUBLE),
+        cnn.SpectralConv2d(4, 3, 5, 8, storage="frequency", fixation=fixation, half=half, **DOUBLE),
+        cnn.SpectralConv2d(3, 2, 3, 8, storage="free", half=half, **DOUBLE),
+    )
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=0.01)
+    x, target = torch.randn(4, 2, 8, 8, **DOUBLE), torch.randn(4, 2, 8, 8, **DOUBLE)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        loss = (model[3].grid.to_spatial(model(x)) - target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert off_support(model[1]) > 1e-3  # stepped since its last forward: not fixed yet ...
+    model(x)  # ... until the model runs
+    assert off_support(model[1]) < 1e-12 and off_support(model[2]) < 1e-12
+    assert off_support(model[3]) > 1e-3  # "free": the ablation without fixation stays free
+    optimizer.step()
+    state = model.state_dict()  # a checkpoint written right after a step holds fixed weights
+    assert off_support(model[1]) < 1e-12
+    restored = cnn.SpectralConv2d(2, 4, 3, 8, storage="frequency", half=half, **DOUBLE)
+    restored.load_state_dict({"weight": state["1.weight"]})
+    version = restored.weight._version
+    restored(model[0](x))
+    assert restored.weight._version == version  # a loaded weight counts as fixed: resumed runs stay bit-exact
+
+
+def test_explicit_fixation_after_the_step_leaves_the_forward_nothing_to_do():
+    layer = cnn.SpectralConv2d(3, 4, 3, 8, storage="frequency", **DOUBLE)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = to_frequency(torch.randn(2, 3, 8, 8, **DOUBLE))
+    layer(x).abs().sum().backward()
+    optimizer.step()
+    cnn.apply_weight_fixation(layer)
+    fixed = layer.weight.detach().clone()
+    layer(x)
+    assert torch.equal(layer.weight, fixed)  # not projected twice: cemnet train's numbers are unchanged
+
+
+def test_gradient_fixation_hands_the_optimizer_a_gradient_on_the_support():
+    weights = cnn.SpectralConv2d(3, 4, 3, 8, storage="frequency", **DOUBLE)
+    gradient = cnn.SpectralConv2d(3, 4, 3, 8, storage="frequency", fixation="gradient", **DOUBLE)
+    gradient.load_state_dict(weights.state_dict())
+    x = to_frequency(torch.randn(2, 3, 8, 8, **DOUBLE))
+    for layer in (weights, gradient):
+        to_spatial(layer(x)).pow(2).sum().backward()
+    grad = SF.from_frequency_major(gradient.weight.grad)
+    projected = spectral.project_to_support(SF.from_frequency_major(weights.weight.grad), 3, gradient.grid,
+                                            gradient.anchor)
+    assert_rel_close(grad, projected)
+    assert not torch.allclose(weights.weight.grad, gradient.weight.grad)  # the plain gradient leaves the support
+    assert "fixation='gradient'" in repr(gradient)
+    with pytest.raises(ValueError, match="fixation must be one of"):
+        cnn.SpectralConv2d(3, 4, 3, 8, storage="frequency", fixation="sometimes")

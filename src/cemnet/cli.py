@@ -137,7 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
-    from cemnet.models import count_parameters, create_model, list_models, model_info
+    from cemnet.models import OPTION_CHOICES, count_parameters, create_model, list_models, model_info
 
     print(f"{'name':<14} {'data':<8} {'twin of':<10} {'parameters':>12}  description")
     for name in list_models(args.pattern):
@@ -145,6 +145,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         with torch.device("meta"):  # parameter counts need shapes only
             parameters = count_parameters(create_model(name))
         print(f"{name:<14} {info.dataset:<8} {info.twin or '':<10} {parameters:>12,}  {info.summary}")
+        defaults = ", ".join(f"{option}={default!r}" for option, default in info.defaults.items())
+        print(f"{'':<49}options (-O name=value): {defaults}")
+    print("option values:")
+    for option, choices in OPTION_CHOICES.items():
+        print(f"  {option}: {choices}")
     return 0
 
 
@@ -298,7 +303,8 @@ def _eval_parser(evaluate: argparse.ArgumentParser) -> None:
 
 
 def _reproduce_parser(repro: argparse.ArgumentParser) -> None:
-    repro.add_argument("table", choices=["table1", "table2"])
+    repro.add_argument("table", choices=["table1", "table2", "fixation"],
+                       help="the paper's Table 1 (MNIST) or 2 (CIFAR-10), or the Weight Fixation comparison")
     repro.add_argument("--epochs", type=POSITIVE_INT, default=800,
                        help="epochs per row (default: the paper's 800; on a CPU use a handful)")
     repro.add_argument("--seeds", type=POSITIVE_INT, default=1, metavar="N",

@@ -34,7 +34,8 @@ Backward rule
     frequency training has: for the layers under Weight Fixation, the
     frequency-weight gradient of Eq. 5 (``4 * H * W * C_in * C_out``) and the
     fixation transforms themselves (an inverse and a forward FFT per kernel,
-    once per step, i.e. divided by the batch size). The rule is inferred, not
+    once per step, i.e. divided by the batch size; twice for
+    ``weight_fixation="gradient"``, which projects the gradient too). The rule is inferred, not
     published: it is the simplest we found that lands within 5 % of all three
     of the paper's CEMNet backward figures. A full autograd count (input *and*
     weight gradients of every layer) is about twice the forward; see
@@ -136,7 +137,9 @@ def _extra_backward(module: nn.Module, forward: int, rule: str, batch_size: int)
         extra = forward if isinstance(module, SpectralConv2d) and module.storage == "frequency" else 0
     if isinstance(module, SpectralConv2d) and module.storage == "frequency":
         kernels = module.in_channels * module.out_channels
-        extra += 2 * kernels * fft_ops(*module.input_size) // batch_size  # Weight Fixation, once per step
+        # Weight Fixation, once per step; fixation="gradient" projects the gradient as well (twice the transforms).
+        projections = 2 if module.fixation == "gradient" else 1
+        extra += projections * 2 * kernels * fft_ops(*module.input_size) // batch_size
     return extra
 
 

@@ -26,11 +26,12 @@ from cemnet.models._registry import (
     parse_option,
     register_model,
 )
-from cemnet.models.convnets import CEMNet, ConvNet, NetSpec
+from cemnet.models.convnets import OPTION_CHOICES, CEMNet, ConvNet, NetSpec
 from cemnet.models.fcnn import FCNN
 
 __all__ = [
     "FCNN",
+    "OPTION_CHOICES",
     "CEMNet",
     "ConvNet",
     "ModelInfo",

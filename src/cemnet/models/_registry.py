@@ -28,6 +28,11 @@ class ModelInfo:
         """The keyword overrides the factory accepts."""
         return list(inspect.signature(self.factory).parameters)
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Each option with its default."""
+        return {name: p.default for name, p in inspect.signature(self.factory).parameters.items()}
+
 
 _MODELS: dict[str, ModelInfo] = {}
 

@@ -141,6 +141,8 @@ class CEMNet(nn.Module):
         storage: ``"frequency"`` (the paper: full spectra + Weight Fixation),
             ``"spatial"`` (real ``K x K`` kernels, transformed in every forward)
             or ``"free"`` (frequency weights without fixation: the "-WF" rows).
+        fixation: how ``"frequency"`` layers keep their support, ``"weights"``
+            (the paper) or ``"gradient"`` (see :class:`~cemnet.nn.SpectralConv2d`).
         fixed_stages: with ``storage="frequency"``, Weight Fixation covers the
             first ``fixed_stages`` stages and the rest are ``"free"`` (the paper
             fixes the first 3 of 5 CIFAR blocks); ``None`` fixes all.
@@ -154,7 +156,7 @@ class CEMNet(nn.Module):
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(self, spec: NetSpec, *, conj: str = "input", storage: str = "frequency",
+    def __init__(self, spec: NetSpec, *, conj: str = "input", storage: str = "frequency", fixation: str = "weights",
                  fixed_stages: int | None = None, leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False,
                  half_spectrum: bool = False) -> None:
         super().__init__()
@@ -167,7 +169,8 @@ class CEMNet(nn.Module):
             stage_storage = "free" if storage == "frequency" and not fixed else storage
             for width in widths:
                 layers.append(cnn.SpectralConv2d(channels, width, spec.kernel_size, grid.size, conj=conj,
-                                                 storage=stage_storage, bias=not spec.batch_norm, half=grid.half))
+                                                 storage=stage_storage, fixation=fixation, bias=not spec.batch_norm,
+                                                 half=grid.half))
                 if spec.batch_norm:
                     layers.append(cnn.SpectralBatchNorm2d(width))
                 layers.append(cnn.SpectralLeakyReLU(sigma=leaky_sigma, active_in_eval=noise_in_eval))
@@ -192,25 +195,55 @@ VGG_SMALL = NetSpec(
 VGG_LARGE = replace(VGG_SMALL, stages=((64, 64), (128, 128), (256, 256), (512, 512, 512), (512, 512, 512)))
 
 
+# The options that take one of a few values, as `cemnet models` lists them (the rest are numbers or booleans).
+OPTION_CHOICES = {
+    "weight_fixation": "True (the paper: project the weights after each step), 'gradient' (also project the "
+                       "gradients before it), False (frequency weights left free)",
+    "fixed_stages": "the number of leading stages under Weight Fixation, the rest left free (the paper: 3 of 5 "
+                    "CIFAR blocks, both of LeNet-5's)",
+    "storage": "'frequency' (the paper's spectra) or 'spatial' (K x K kernels, transformed in every forward)",
+    "conj": "'input' (the paper) or 'weight' (every conv exactly a circular conv2d)",
+}
+
+
 def _cemnet_preset(spec: NetSpec, fixed_stages: int | None, summary: str):
     """A registry factory for the CEMNet of ``spec``; its keywords are the preset options."""
+    paper_fixed_stages = fixed_stages
 
-    def factory(*, weight_fixation: bool = True, batch_norm: bool = True, dropout: bool = True, conj: str = "input",
-                storage: str = "frequency", leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False,
-                half_spectrum: bool = False) -> CEMNet:
-        if storage not in ("frequency", "spatial"):
-            raise ValueError(f"storage must be 'frequency' or 'spatial' (weight_fixation=false gives the frequency "
-                             f"storage without fixation), got {storage!r}")
-        if not weight_fixation:
-            if storage != "frequency":
-                raise ValueError(f"weight_fixation=False means frequency weights left free; it contradicts "
-                                 f"storage={storage!r}")
-            storage = "free"
-        return CEMNet(spec.ablate(batch_norm, dropout), conj=conj, storage=storage, fixed_stages=fixed_stages,
-                      leaky_sigma=leaky_sigma, noise_in_eval=noise_in_eval, half_spectrum=half_spectrum)
+    def factory(*, weight_fixation: bool | str = True, fixed_stages: int = paper_fixed_stages,
+                batch_norm: bool = True, dropout: bool = True, conj: str = "input", storage: str = "frequency",
+                leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False, half_spectrum: bool = False) -> CEMNet:
+        storage, fixation = fixation_storage(weight_fixation, storage)
+        if not (isinstance(fixed_stages, int) and 0 <= fixed_stages <= len(spec.stages)):
+            raise ValueError(f"fixed_stages must be a number of stages from 0 to {len(spec.stages)}, "
+                             f"got {fixed_stages!r}")
+        return CEMNet(spec.ablate(batch_norm, dropout), conj=conj, storage=storage, fixation=fixation,
+                      fixed_stages=fixed_stages, leaky_sigma=leaky_sigma, noise_in_eval=noise_in_eval,
+                      half_spectrum=half_spectrum)
 
     factory.__doc__ = summary
     return factory
+
+
+def fixation_storage(weight_fixation: bool | str, storage: str) -> tuple[str, str]:
+    """The layers' ``(storage, fixation)`` of the model options ``weight_fixation`` and ``storage``.
+
+    ``weight_fixation``: ``True`` (the paper: project the weights after each
+    step), ``"gradient"`` (also project the gradients before it), ``False``
+    (frequency weights left free: the "-WF" rows).
+    """
+    choices = (True, False, "gradient")
+    if weight_fixation not in choices or not isinstance(weight_fixation, (bool, str)):
+        raise ValueError(f"weight_fixation must be one of {list(choices)}, got {weight_fixation!r}")
+    if storage not in ("frequency", "spatial"):
+        raise ValueError(f"storage must be 'frequency' or 'spatial' (weight_fixation=false gives the frequency "
+                         f"storage without fixation), got {storage!r}")
+    if weight_fixation is not True and storage != "frequency":
+        raise ValueError(f"weight_fixation={weight_fixation!r} applies to frequency weights; it contradicts "
+                         f"storage={storage!r}")
+    if weight_fixation is False:
+        return "free", "weights"
+    return storage, "gradient" if weight_fixation == "gradient" else "weights"
 
 
 @register_model(dataset="mnist")
@@ -232,7 +265,7 @@ def vgg_large(*, batch_norm: bool = True, dropout: bool = True) -> ConvNet:
 
 
 register_model(dataset="mnist", twin="lenet5", name="cemnet-mnist")(
-    _cemnet_preset(LENET5, None, "CEMNet twin of lenet5 (paper Table 1): Weight Fixation on every layer.")
+    _cemnet_preset(LENET5, len(LENET5.stages), "CEMNet twin of lenet5 (paper Table 1): Weight Fixation on every layer.")
 )
 register_model(dataset="cifar10", twin="vgg-small", name="cemnet-small")(
     _cemnet_preset(VGG_SMALL, 3, "Small CEMNet, twin of vgg-small (paper Table 2): Weight Fixation on the first 3 blocks.")

@@ -25,7 +25,7 @@ separate real numbers.
 """
 
 from cemnet.nn import functional
-from cemnet.nn.conv import STORAGES, FFTConv2d, SpectralConv2d, apply_weight_fixation
+from cemnet.nn.conv import FIXATIONS, STORAGES, FFTConv2d, SpectralConv2d, apply_weight_fixation
 from cemnet.nn.head import GroupedLinear, TwoBranchHead, mlp_branch
 from cemnet.nn.noise import SpectralDropout, SpectralLeakyReLU, SpectralSequential
 from cemnet.nn.norm import SpectralBatchNorm2d
@@ -33,6 +33,7 @@ from cemnet.nn.pool import SpectralMaxPool2d, SpectralTruncation2d
 from cemnet.nn.transform import ToFrequency
 
 __all__ = [
+    "FIXATIONS",
     "STORAGES",
     "FFTConv2d",
     "GroupedLinear",

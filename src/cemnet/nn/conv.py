@@ -11,6 +11,10 @@ from cemnet.nn._base import _SpectralModule
 from cemnet.spectral import SpectralGrid
 
 STORAGES = ("spatial", "frequency", "free")
+# How a storage="frequency" layer keeps its kernel on the K x K support: "weights" (the paper) projects the weight
+# after each optimizer step; "gradient" also projects the gradient before it, so the optimizer's state never
+# holds the part of an update that the projection would discard.
+FIXATIONS = ("weights", "gradient")
 
 
 class SpectralConv2d(_SpectralModule):
@@ -37,11 +41,25 @@ class SpectralConv2d(_SpectralModule):
             back onto the support by :meth:`fix_weights` after each optimizer
             step (Weight Fixation). ``"free"``: the full spectrum and no
             fixation (the paper's "-WF" ablation). Default: ``"spatial"``.
+        fixation: with ``storage="frequency"``, ``"weights"`` (the paper:
+            project the weight after each step) or ``"gradient"`` (also
+            project its gradient in the backward, so that an optimizer's state
+            holds only what stays on the support). Default: ``"weights"``.
         bias: add a learnable spatial bias (a DC offset). Default: ``False``.
         anchor: ``"corner"`` (paper) or ``"center"``. Default: ``"corner"`` for
             ``conj="input"``, ``"center"`` for ``conj="weight"``.
         half: work on half spectra (``rfft2``), the fast variant of
             :mod:`cemnet.spectral`. Default: ``False`` (the paper).
+
+    **Weight Fixation in any training loop.** A ``storage="frequency"`` layer
+    remembers the version of its weight that it last projected (PyTorch's
+    in-place version counter): when an optimizer has changed the weight since,
+    the next eager forward, or ``state_dict()``, projects it first. A plain PyTorch,
+    Lightning or accelerate loop that calls ``optimizer.step()`` and then the
+    model therefore trains with fixation; ``cemnet train`` projects right after
+    each step (:func:`apply_weight_fixation`), so its forwards find nothing to
+    do. A weight loaded with ``load_state_dict`` counts as projected: a
+    checkpoint holds what the layer computed with.
 
     A kernel larger than the input (3x3 on the 2x2 maps of the last VGG block)
     is folded onto the grid, as a circular convolution would; its support is
@@ -71,8 +89,8 @@ class SpectralConv2d(_SpectralModule):
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, input_size: int | tuple[int, int], *,
-        conj: str = "input", storage: str = "spatial", bias: bool = False, anchor: str | None = None,
-        half: bool = False, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+        conj: str = "input", storage: str = "spatial", fixation: str = "weights", bias: bool = False,
+        anchor: str | None = None, half: bool = False, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
         if min(in_channels, out_channels, kernel_size) < 1:
             raise ValueError(f"in_channels, out_channels and kernel_size must be positive, "
@@ -83,6 +101,7 @@ class SpectralConv2d(_SpectralModule):
         self.grid = SpectralGrid.of(input_size, half)
         self.conj = spectral.check_choice("conj", conj, spectral.CONJUGATIONS)
         self.storage = spectral.check_choice("storage", storage, STORAGES)
+        self.fixation = spectral.check_choice("fixation", fixation, FIXATIONS)
         self.anchor = spectral.check_choice("anchor", anchor or self._default_anchor(), spectral.ANCHORS)
         if storage == "spatial":
             shape = (out_channels, in_channels, self.kernel_size, self.kernel_size)
@@ -90,7 +109,17 @@ class SpectralConv2d(_SpectralModule):
             shape = (*self.grid.shape, 2, in_channels, out_channels)
         self.weight = nn.Parameter(torch.empty(shape, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self._fixed_version = -1  # the weight's version counter when it was last on its support
+        self._configure()  # again, now that the weight exists: its support projector
+        if self.storage == "frequency":
+            self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module._fix_if_changed())
+            self.register_load_state_dict_post_hook(lambda module, keys: module._mark_fixed())
         self.reset_parameters()
+
+    def _configure(self) -> None:
+        super()._configure()
+        weight = getattr(self, "weight", None)  # None while the base class configures, before the weight exists
+        self._support = self._projector() if weight is not None and self.storage == "frequency" else None
 
     def _default_anchor(self) -> str:
         return "corner" if self.conj == "input" else "center"
@@ -123,6 +152,7 @@ class SpectralConv2d(_SpectralModule):
             self.weight.copy_(kernel)
         else:
             self.weight.copy_(SF.frequency_major(spectral.kernel_spectrum(kernel, self.grid, self.anchor)))
+        self._mark_fixed()
 
     def spectrum(self) -> torch.Tensor:
         """The complex ``(C_out, C_in, H, F)`` frequency weight that :meth:`forward` applies."""
@@ -160,15 +190,35 @@ class SpectralConv2d(_SpectralModule):
         """
         if self.storage != "frequency":
             raise ValueError(f"Weight Fixation applies to storage 'frequency', this layer has storage {self.storage!r}")
-        # spectral.project_to_support as two thin GEMMs on the frequency-major weight.
-        up, down = spectral.support_projector(self.grid, self.kernel_size, self.anchor,
-                                              real_kernel and not self.grid.half, self.weight.dtype, self.weight.device)
-        flat = self.weight.view(-1, self.in_channels * self.out_channels)  # (H * F * 2, C_in * C_out)
-        self.weight.copy_((up @ (down @ flat)).view_as(self.weight))
+        self.weight.copy_(SF.project_frequency_major(self.weight, *self._projector(real_kernel)))
+        self._mark_fixed()
+
+    def _projector(self, real_kernel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """spectral.project_to_support as two thin matrices for the frequency-major weight (cached per grid)."""
+        return spectral.support_projector(self.grid, self.kernel_size, self.anchor, real_kernel and not self.grid.half,
+                                          self.weight.dtype, self.weight.device)
+
+    def _mark_fixed(self) -> None:
+        self._fixed_version = self.weight._version
+
+    def _fix_if_changed(self) -> None:
+        """Weight Fixation when the weight changed in place (an optimizer step) since it was last on its support."""
+        if self.weight._version != self._fixed_version:
+            self.fix_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_spectrum(x, self.in_channels, self.grid)
-        weight = self.spectrum() if self.storage == "spatial" else self.weight  # frequency-major: no transpose
+        if self.storage == "spatial":
+            weight = self.spectrum()
+        else:
+            weight = self.weight  # frequency-major: no transpose
+            if self.storage == "frequency":
+                # A traced forward (torch.compile) sees no real version counter: there fixation is the loop's
+                # apply_weight_fixation, or the next eager forward's.
+                if not torch.compiler.is_compiling():
+                    self._fix_if_changed()
+                if self.fixation == "gradient":
+                    weight = SF.project_gradient(weight, *self._support)
         return SF.spectral_conv2d(x, weight, self.bias, self.conj, self.grid)
 
     @classmethod
@@ -210,7 +260,9 @@ def _check_same_conv(conv: nn.Conv2d, circular_allowed: bool) -> None:
 def apply_weight_fixation(model: nn.Module, real_kernel: bool = False) -> int:
     """Apply :meth:`SpectralConv2d.fix_weights` to every ``storage="frequency"`` layer.
 
-    Call right after ``optimizer.step()``. Returns the number of layers fixed.
+    Call right after ``optimizer.step()`` to fix at once (and with
+    ``real_kernel``); without it, each layer fixes itself in its next forward.
+    Returns the number of layers fixed.
     """
     fixed = 0
     for module in model.modules():

@@ -12,6 +12,8 @@ from cemnet.nn.functional._conv import (
     check_spectrum,
     frequency_major,
     from_frequency_major,
+    project_frequency_major,
+    project_gradient,
     spectral_conv2d,
 )
 from cemnet.nn.functional._kernels import (
@@ -49,6 +51,8 @@ __all__ = [
     "check_spectrum",
     "frequency_major",
     "from_frequency_major",
+    "project_frequency_major",
+    "project_gradient",
     "grouped_linear",
     "kept_frequencies",
     "kernels_for",

@@ -134,3 +134,37 @@ def _add_bias(out: torch.Tensor, bias: torch.Tensor | None, grid: SpectralGrid |
         points = grid.points if grid is not None else out.shape[-2] * out.shape[-1]
         out[:, :, 0, 0] += bias * points
     return out
+
+
+def project_frequency_major(weight: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """Weight Fixation of a real frequency-major ``(H, F, 2, C_in, C_out)`` tensor (a weight or its gradient).
+
+    ``up`` and ``down`` are :func:`cemnet.spectral.support_projector`'s matrices;
+    the projection is two thin GEMMs on the ``(H * F * 2, C_in * C_out)`` view, no transpose.
+    """
+    return (up @ (down @ weight.reshape(up.shape[0], -1))).view_as(weight)
+
+
+class _ProjectGradient(torch.autograd.Function):
+    """Identity forward; the backward projects the incoming gradient onto the ``K x K`` support."""
+
+    @staticmethod
+    def forward(weight: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        return weight.view_as(weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, ctx.up, ctx.down = inputs
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return project_frequency_major(grad, ctx.up, ctx.down), None, None
+
+
+def project_gradient(weight: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """``weight`` itself, whose gradient arrives projected onto the ``K x K`` support (see :func:`project_frequency_major`).
+
+    The gradient of the loss restricted to kernels on their support: an optimizer that
+    receives it never accumulates, in its state, the part that Weight Fixation would discard.
+    """
+    return _ProjectGradient.apply(weight, up, down)
