@@ -55,12 +55,12 @@ def tiny(data_dir, out, *extra):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "--lr", "0"], "argument --lr: expected a number greater than 0, got '0'"),
+    (["train", "--lr", "0"], "argument --lr: expected a finite number greater than 0, got '0'"),
     (["train", "--limit-train", "0"], "argument --limit-train: expected a whole number of at least 1"),
     (["train", "--limit-train", "-5"], "argument --limit-train: expected a whole number of at least 1"),
     (["train", "--bn-recalibration", "-1"], "argument --bn-recalibration: expected a whole number of at least 0"),
-    (["train", "--warmup-epochs", "-1"], "argument --warmup-epochs: expected a number of at least 0"),
-    (["train", "--warmup-epochs", "nan"], "argument --warmup-epochs: expected a number of at least 0"),
+    (["train", "--warmup-epochs", "-1"], "argument --warmup-epochs: expected a finite number of at least 0"),
+    (["train", "--warmup-epochs", "nan"], "argument --warmup-epochs: expected a finite number of at least 0"),
     (["train", "--seed", "123456789012345678901"], "argument --seed: expected a seed from 0 to 4294967295"),
     (["train", "--device", "foo"], "argument --device: device must be auto, cpu, cuda or cuda:N, got 'foo'"),
     (["eval", "--checkpoint", "x.safetensors", "--batch-size", "0"], "argument --batch-size"),
@@ -267,6 +267,10 @@ class _Planted:
     ("pickle", "corrupt, truncated or not plain data"),
     ({"epoch": -5}, "lacks or mistypes"),
     ("negative", "outside this run's 2 epochs"),
+    ({"rng": [{"cpu": torch.zeros(3, dtype=torch.uint8)}]}, "is malformed: its random state 0 is not a generator state"),
+    ({"schedule": {"last_epoch": 4, "base_lrs": [0.004]}}, "is malformed: its schedule lacks"),
+    ({"optimizer": {"state": {}, "param_groups": []}}, "is malformed: its optimizer state has no parameter groups"),
+    ({"optimizer": {"state": {}, "param_groups": [{"params": [0, 1]}]}}, "does not fit this run's optimizer"),
 ])
 def test_hostile_training_states_never_run_and_are_one_line(data_dir, tmp_path, capsys, monkeypatch, state, message):
     run = tmp_path / "run"
@@ -279,12 +283,95 @@ def test_hostile_training_states_never_run_and_are_one_line(data_dir, tmp_path, 
         state_path.write_bytes(pickle.dumps({"epoch": _Planted()}))
     else:
         good = torch.load(state_path, weights_only=True)
-        torch.save({**good, "epoch": -5} if state == "negative" else state, state_path)
+        if state == "negative":
+            state = {"epoch": -5, "step": good["step"]}
+        mixed = set(state) & {"rng", "schedule", "optimizer", "step"}  # a good state with one entry broken
+        torch.save({**good, **state} if mixed else state, state_path)
     _rewrite_header(last, state_sha256=ckpt._file_digest(state_path))  # checksums match: the content is refused
+    before = _folder_bytes(run)
     capsys.readouterr()
     assert main(["train", "--out", str(run), "--resume", "--data-dir", str(data_dir)]) == EXIT_USAGE
-    assert message in one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
+    assert message in line and (state == "pickle" or str(state_path) in line or "last.safetensors" in line)
     assert not planted.exists()  # the pickle's code never ran
+    assert _folder_bytes(run) == before  # nothing changed on disk
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+@pytest.mark.parametrize("token,message", [
+    ("deadbeef00000000", "the training state its header names, last.deadbeef00000000.state.pt, does not exist; its "
+                         "header may be damaged"),
+    ("../../x", "its header is damaged (its state token '../../x' is not the 16 hex digits cemnet writes)"),
+])
+def test_a_damaged_header_deletes_nothing_and_a_repaired_one_resumes(data_dir, tmp_path, capsys, token, message):
+    run = tmp_path / "run"
+    assert tiny(data_dir, run, "--stop-after", "1") == 0
+    last = run / "last.safetensors"
+    real = ckpt.read_header(last)["token"]
+    _rewrite_header(last, token=token)
+    before = _folder_bytes(run)
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--data-dir", str(data_dir), "--no-progress"]) == EXIT_USAGE
+    line = one_line(capsys.readouterr().err)
+    assert message in line and str(last) in line
+    assert _folder_bytes(run) == before  # the real state file is still there
+    if token == "../../x":  # eval reads the damaged header the same way
+        assert main(["eval", "--checkpoint", str(last), "--data-dir", str(data_dir)]) == EXIT_USAGE
+        assert message in one_line(capsys.readouterr().err)
+    _rewrite_header(last, token=real)  # the repair
+    assert main(["train", "--out", str(run), "--resume", "--data-dir", str(data_dir), "--no-progress"]) == 0
+
+
+def test_an_unreadable_header_or_a_renamed_checkpoint_costs_no_state_file(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert tiny(data_dir, run, "--stop-after", "1") == 0
+    (run / "best.safetensors").rename(run / "keep.safetensors")  # a user keeps a checkpoint under another name
+    states = sorted(path.name for path in run.glob("*.state.pt"))
+    assert main(["train", "--out", str(run), "--resume", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    assert {path.name for path in run.glob("best.*.state.pt")} >= {n for n in states if n.startswith("best.")}
+    content = (run / "last.safetensors").read_bytes()
+    (run / "last.safetensors").write_bytes(content[:20])  # a header that cannot be read at all
+    before = _folder_bytes(run)
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--data-dir", str(data_dir)]) == EXIT_USAGE
+    assert "is corrupt or truncated" in one_line(capsys.readouterr().err)
+    assert _folder_bytes(run) == before
+
+
+def test_resume_reads_a_damaged_model_description_as_eval_does(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert tiny(data_dir, run, "--stop-after", "1") == 0
+    _rewrite_header(run / "last.safetensors", meta=json.dumps({"epoch": 1}))
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--data-dir", str(data_dir)]) == EXIT_USAGE
+    assert "lacks the model's name" in one_line(capsys.readouterr().err)
+
+
+def test_resume_with_another_dataset_names_the_changed_setting(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert tiny(data_dir, run, "--stop-after", "1") == 0
+    capsys.readouterr()
+    empty = tmp_path / "no-data"  # no Fashion-MNIST anywhere: the settings check must come first
+    empty.mkdir()
+    assert main(["train", "--out", str(run), "--resume", "--dataset", "fashion-mnist", "--data-dir", str(empty),
+                 "--no-download"]) == EXIT_USAGE
+    assert "dataset='mnist' (asked: 'fashion-mnist')" in one_line(capsys.readouterr().err)
+
+
+def test_a_checkpoint_of_the_older_schema_loads_with_one_warning(data_dir, tmp_path, capsys):
+    assert tiny(data_dir, tmp_path, "--epochs", "1") == 0
+    best = tmp_path / "best.safetensors"
+    with safe_open(str(best), framework="pt") as handle:
+        header = {k: v for k, v in handle.metadata().items() if not k.endswith("_sha256")}
+        weights = {key: handle.get_tensor(key) for key in handle.keys()}
+    save_file(weights, str(best), metadata={**header, "version": "3"})
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(best), "--data-dir", str(data_dir)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "schema version 3, which stores no checksum" in warnings[0]
 
 
 # ---------------------------------------------------------------------------- data
@@ -449,3 +536,24 @@ def _assert_same_metrics_but_times(*runs: Path) -> None:
             rows.append([{k: v for k, v in row.items() if k not in ("epoch_seconds", "images_per_second")}
                          for row in csv.DictReader(handle)])
     assert rows[0] == rows[1] and len(rows[0]) == 2
+
+
+def test_a_broken_labels_file_downloads_that_file_and_names_it(data_dir, tmp_path, monkeypatch):
+    import urllib.request
+
+    folder = tmp_path / "mnist"
+    shutil.copytree(Path(data_dir) / "mnist", folder)
+    labels = next(folder.glob("train-labels*"))
+    _flip(labels, 10)
+    asked = []
+
+    def offline(url, timeout):
+        asked.append(url)
+        raise OSError("no network here")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError) as raised:
+        load_dataset("mnist", "train", tmp_path, download=True)
+    assert asked and all("train-labels-idx1-ubyte" in url for url in asked)  # only the broken file is fetched
+    assert "the download failed" in str(raised.value) and "train-labels-idx1-ubyte" in str(raised.value).split(
+        "the download failed")[1]

@@ -48,8 +48,8 @@ def _number(kind: type, minimum: float, inclusive: bool, what: str) -> Callable[
 
 POSITIVE_INT = _number(int, 1, True, "a whole number of at least 1")
 COUNT = _number(int, 0, True, "a whole number of at least 0")
-POSITIVE = _number(float, 0.0, False, "a number greater than 0")
-NON_NEGATIVE = _number(float, 0.0, True, "a number of at least 0")
+POSITIVE = _number(float, 0.0, False, "a finite number greater than 0")
+NON_NEGATIVE = _number(float, 0.0, True, "a finite number of at least 0")
 
 
 def _seed(text: str) -> int:

@@ -229,6 +229,17 @@ def read_checked(folder: Path, file: DataFile, info: DatasetInfo) -> bytes:
     raise _problem(info, file, folder, f"corrupt (md5 {_md5(content)})")
 
 
+def _failing_files(info: DatasetInfo, folder: Path) -> list[str]:
+    """The names of a data set's files that are missing or fail their check: what a download must fetch."""
+    failing = []
+    for file in info.train + info.test:
+        try:
+            read_checked(folder, file, info)
+        except DataError:
+            failing.append(file.name)
+    return failing
+
+
 def _download(info: DatasetInfo, names: list[str], folder: Path, timeout: float) -> str | None:
     """Fetch ``names`` from the first mirror that answers; returns why one could not be fetched, or ``None``.
 
@@ -347,7 +358,7 @@ def load_dataset(
     except DataError as error:
         if not download:
             raise DataError(f"{error} (no download was tried)") from None
-        names = [CIFAR_ARCHIVE.name] if name == "cifar10" else [f.name for f in info.train + info.test]
+        names = [CIFAR_ARCHIVE.name] if name == "cifar10" else _failing_files(info, folder)
         failure = _download(info, names, folder, timeout)
         if failure is not None:
             raise DataError(f"{error} (the download failed: {failure})") from None

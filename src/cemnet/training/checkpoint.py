@@ -15,7 +15,11 @@ A checkpoint named ``NAME`` in a run folder is two files:
 A save writes the new state file, then replaces the weights file atomically
 (temporary file, flush, rename), then deletes the old state file. A failed or
 interrupted write (full disk, Ctrl-C) therefore leaves the previous
-checkpoint whole, and :func:`remove_leftovers` deletes what such a write left.
+checkpoint whole, and :func:`remove_leftovers` deletes what such a write left,
+and only that: files with cemnet's temporary names, and a state file only
+when the weights file of its name is intact, names another state file, and
+that one exists. While any checkpoint in the folder fails its check, nothing
+is deleted: a damaged header must not cost the state file that repairs it.
 Every load checks what it reads: the header's fields, the weights against
 their checksum, the state's entries; a problem is a :class:`CheckpointError`
 that names the file and what is wrong.
@@ -29,8 +33,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,7 @@ from cemnet.models import create_model, list_models
 
 SCHEMA_VERSION = 4
 OLDEST_READABLE = 3
+TOKEN = re.compile(r"[0-9a-f]{16}")  # secrets.token_hex(8): the only form a save writes
 
 
 class CheckpointError(RuntimeError):
@@ -122,6 +129,10 @@ def save_checkpoint(
     except OSError as error:
         raise CheckpointError(f"cannot create the folder {folder} ({_reason(error)})") from None
     token = secrets.token_hex(8)
+    try:  # the state file the save being replaced wrote: the one file this save makes stale
+        previous = state_file(folder / f"{name}.safetensors")
+    except CheckpointError:
+        previous = None
     weights = {key: value.detach().contiguous() for key, value in unwrap(model).state_dict().items()}
     header = {"format": "cemnet", "version": str(SCHEMA_VERSION), "token": token, "meta": json.dumps(meta),
               "weights_sha256": weights_digest(weights)}
@@ -130,23 +141,39 @@ def save_checkpoint(
         atomic_write(state_path, lambda p: torch.save(state, p))
         header["state_sha256"] = _file_digest(state_path)
     atomic_write(folder / f"{name}.safetensors", lambda p: save_file(weights, str(p), metadata=header))
-    for stale in folder.glob(f"{name}.*.state.pt"):
-        if stale.name != f"{name}.{token}.state.pt":
-            stale.unlink(missing_ok=True)
+    if previous is not None and previous.name != f"{name}.{token}.state.pt":
+        previous.unlink(missing_ok=True)
     return folder / f"{name}.safetensors"
 
 
-def remove_leftovers(folder: str | Path) -> list[Path]:
-    """Delete what interrupted saves left in a run folder: temporary files and unreferenced state files."""
+def remove_leftovers(folder: str | Path, names: tuple[str, ...] = ("last", "best")) -> list[Path]:
+    """Delete what interrupted saves of the checkpoints ``names`` left in a run folder, and nothing else.
+
+    Temporary files of :func:`atomic_write` (``.NAME.tmp-XXXXXXXX``) go. A
+    state file ``NAME.TOKEN.state.pt`` goes only when ``NAME.safetensors`` is
+    intact (header and weights checksum), names another token, and the state
+    file it names exists (or it was saved without one): the save that
+    replaced it completed. Files of other names (a checkpoint a user renamed
+    to keep it, with its state file) are neither checked nor touched.
+
+    Raises:
+        CheckpointError: a checkpoint ``names`` fails its check; nothing was deleted.
+    """
     folder = Path(folder)
-    referenced = set()
-    for weights in folder.glob("*.safetensors"):
-        try:
-            referenced.add(f"{weights.stem}.{read_header(weights)['token']}.state.pt")
-        except CheckpointError:
-            continue
-    removed = [path for path in folder.glob(".*.tmp-*")]
-    removed += [path for path in folder.glob("*.state.pt") if path.name not in referenced]
+    current: dict[str, str | None] = {}  # checkpoint name -> the state token its intact header names (None: no state)
+    for weights in (folder / f"{name}.safetensors" for name in names if (folder / f"{name}.safetensors").exists()):
+        header = read_header(weights)
+        _check_weights(weights, header, load_file_checked(weights), warn=False)
+        token = header["token"]
+        if "state_sha256" in header and not (folder / f"{weights.stem}.{token}.state.pt").is_file():
+            raise CheckpointError(f"{weights}: the training state its header names, {weights.stem}.{token}.state.pt, "
+                                  f"does not exist; its header may be damaged (nothing in {folder} was deleted)")
+        current[weights.stem] = token if "state_sha256" in header else None
+    removed = [path for path in folder.glob(".*.tmp-*") if re.fullmatch(r"\..+\.tmp-[0-9a-f]{8}", path.name)]
+    for path in folder.glob("*.state.pt"):
+        name, _, token = path.name.removesuffix(".state.pt").rpartition(".")
+        if name in current and TOKEN.fullmatch(token) and token != current[name]:
+            removed.append(path)
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
@@ -175,6 +202,10 @@ def read_header(path: str | Path) -> dict[str, Any]:
     if not OLDEST_READABLE <= int(version) <= SCHEMA_VERSION:
         raise CheckpointError(f"{path} has schema version {version}; this cemnet reads versions "
                               f"{OLDEST_READABLE} to {SCHEMA_VERSION}")
+    token = header.get("token", "")
+    if not TOKEN.fullmatch(token):
+        raise CheckpointError(f"checkpoint {path}: its header is damaged (its state token {token[:40]!r} is not the "
+                              f"16 hex digits cemnet writes)")
     try:
         meta = json.loads(header.get("meta", ""))
     except json.JSONDecodeError:
@@ -184,17 +215,37 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return {**header, "meta": meta, "version": int(version)}
 
 
+def load_file_checked(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, a read error as a :class:`CheckpointError`."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({_reason(error)})") from None
+
+
+def _check_weights(path: Path, header: dict[str, Any], weights: dict[str, torch.Tensor], warn: bool = True) -> None:
+    expected = header.get("weights_sha256")
+    if expected is None and warn:  # schema 3 wrote no checksum
+        print(f"cemnet: warning: {path} has schema version {header['version']}, which stores no checksum: its "
+              f"weights are used unchecked", file=sys.stderr)
+    elif weights_digest(weights) != expected:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not match the checksum they were "
+                              f"saved with")
+
+
+def check_model_description(path: str | Path, meta: dict[str, Any]) -> None:
+    """Refuse a header whose model name or options are missing, mistyped or unknown (``eval`` and ``--resume`` alike)."""
+    if not isinstance(meta.get("model"), str) or not isinstance(meta.get("model_options", {}), dict):
+        raise CheckpointError(f"{path}: its metadata lacks the model's name, or its model options are not an object")
+    if meta["model"] not in list_models():
+        raise CheckpointError(f"{path} holds a {meta['model']!r}, which this cemnet does not know")
+
+
 def load_weights(path: str | Path, model: nn.Module) -> dict[str, Any]:
     """Load the weights of ``path`` into ``model`` (strictly, after checking their checksum); returns the header."""
     header = read_header(path)
-    try:
-        weights = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({_reason(error)})") from None
-    expected = header.get("weights_sha256")
-    if expected is not None and weights_digest(weights) != expected:
-        raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not match the checksum they were "
-                              f"saved with")
+    weights = load_file_checked(Path(path))
+    _check_weights(Path(path), header, weights)
     try:
         unwrap(model).load_state_dict(weights)
     except RuntimeError as error:
@@ -208,10 +259,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     A checkpoint written by ``cemnet convert`` comes back converted.
     """
     meta = read_header(path)["meta"]
-    if not isinstance(meta.get("model"), str) or not isinstance(meta.get("model_options", {}), dict):
-        raise CheckpointError(f"{path}: its metadata lacks the model's name, or its model options are not an object")
-    if meta["model"] not in list_models():
-        raise CheckpointError(f"{path} holds a {meta['model']!r}, which this cemnet does not know")
+    check_model_description(path, meta)
     try:
         model = create_model(meta["model"], **meta.get("model_options", {}))
     except (TypeError, ValueError) as error:
@@ -222,6 +270,12 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model, meta
 
 
+def state_file(path: str | Path) -> Path:
+    """The training state file that the header of the weights file ``path`` names."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{read_header(path)['token']}.state.pt")
+
+
 def load_state(path: str | Path, entries: dict[str, type] | None = None) -> dict[str, Any]:
     """The training state saved with the weights file ``path``, its checksum checked.
 
@@ -230,11 +284,10 @@ def load_state(path: str | Path, entries: dict[str, type] | None = None) -> dict
     mistypes one is refused.
     """
     path = Path(path)
-    header = read_header(path)
-    state_path = path.with_name(f"{path.stem}.{header['token']}.state.pt")
+    state_path = state_file(path)
     if not state_path.is_file():
         raise CheckpointError(f"training state {state_path} does not exist; it is needed to resume")
-    expected = header.get("state_sha256")
+    expected = read_header(path).get("state_sha256")
     if expected is not None and _file_digest(state_path) != expected:
         raise CheckpointError(f"training state {state_path} is corrupt: it does not match the checksum it was "
                               f"saved with")

@@ -76,7 +76,11 @@ class RunFolder:
                 raise RunFolderError(f"{self.path} already holds a run; continue it with --resume, replace it with "
                                      f"--overwrite, or choose another --out")
             self._delete_run()
-        remove_leftovers(self.path)
+        try:
+            remove_leftovers(self.path)
+        except Exception:
+            self.close()
+            raise
 
     def _lock(self) -> int | None:
         if fcntl is None:

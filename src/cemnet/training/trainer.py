@@ -79,6 +79,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         device, world = init_distributed(runtime.resolve_device(config.device))
         folder = RunFolder(config.out, resume, overwrite) if world.main else None
         try:
+            last = Path(config.out) / "last.safetensors"
+            if resume and last.is_file():  # before the data are read: a changed --dataset is a changed setting
+                meta = ckpt.read_header(last)["meta"]
+                ckpt.check_model_description(last, meta)
+                _check_same_settings(last, meta.get("config"), config)
             kernels = runtime.kernels_in_use(device)
             train_x, train_y = _load_split(config, "train", config.limit_train, device)
             test_x, test_y = _load_split(config, "test", config.limit_test, device)
@@ -148,16 +153,20 @@ class _Run:
             if self.world.main:
                 print(f"nothing to resume in {self.out}: starting from scratch")
             return
-        header = ckpt.read_header(last)
-        _check_same_settings(last, header["meta"].get("config"), self.config)
-        ckpt.load_weights(last, self.model)
+        header = ckpt.load_weights(last, self.model)
         state = ckpt.load_state(last, STATE_ENTRIES)
+        state_path = ckpt.state_file(last)
         if not (0 <= state["epoch"] <= self.config.epochs and 0 <= state["step"] <= self.steps_per_epoch
                 and state["rng"] and state["partial"]):
             raise ckpt.CheckpointError(f"the training state of {last} is at epoch {state['epoch']}, step "
                                        f"{state['step']}, outside this run's {self.config.epochs} epochs of "
                                        f"{self.steps_per_epoch} steps, or has no random or partial state")
-        self.step.load_state_dict(state)
+        _check_state_structure(state_path, state)
+        try:
+            self.step.load_state_dict(state)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as error:
+            raise ckpt.CheckpointError(f"training state {state_path} does not fit this run's optimizer or schedule "
+                                       f"({type(error).__name__}: {str(error)[:200]})") from None
         rank = min(self.world.rank, len(state["rng"]) - 1)
         _set_rng_state(state["rng"][rank], self.device)
         self.start_epoch, self.start_step, self.best_accuracy = state["epoch"], state["step"], state["best_accuracy"]
@@ -298,6 +307,33 @@ class _Run:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _check_state_structure(path: Path, state: dict[str, Any]) -> None:
+    """Refuse a training state whose entries do not have the structure a save writes, naming what is wrong."""
+    reference = torch.get_rng_state()
+    problems = []
+    for index, rng in enumerate(state["rng"]):
+        cpu = rng.get("cpu") if isinstance(rng, dict) else None
+        cuda = rng.get("cuda") if isinstance(rng, dict) else None
+        if not (isinstance(cpu, torch.Tensor) and cpu.dtype == torch.uint8 and cpu.shape == reference.shape) or (
+                cuda is not None and not (isinstance(cuda, torch.Tensor) and cuda.dtype == torch.uint8)):
+            problems.append(f"its random state {index} is not a generator state")
+    schedule = state["schedule"]
+    if not (isinstance(schedule.get("last_epoch"), int) and isinstance(schedule.get("lr_lambdas"), list)
+            and isinstance(schedule.get("base_lrs"), list)):
+        problems.append("its schedule lacks last_epoch, lr_lambdas or base_lrs")
+    optimizer = state["optimizer"]
+    groups = optimizer.get("param_groups")
+    if not (isinstance(optimizer.get("state"), dict) and isinstance(groups, list) and groups
+            and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups)):
+        problems.append("its optimizer state has no parameter groups")
+    partial = state["partial"]
+    rows = partial if partial and isinstance(partial[0], list) else [partial]
+    if not all(len(row) == 4 and all(isinstance(value, (int, float)) for value in row) for row in rows):
+        problems.append("its partial-epoch sums are not four numbers")
+    if problems:
+        raise ckpt.CheckpointError(f"training state {path} is malformed: {'; '.join(problems)} (nothing was changed)")
 
 
 def _check_same_settings(path: Path, saved: dict[str, Any] | None, config: TrainConfig) -> None:
