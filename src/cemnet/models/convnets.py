@@ -1,19 +1,10 @@
 """The paper's networks (Sec. 4): CNNs and the CEMNets that mirror them layer for layer.
 
-One :class:`NetSpec` describes an architecture; :class:`ConvNet` builds the
-spatial CNN from it and :class:`CEMNet` the frequency-domain twin:
-
-=====================================  ==========================================
-CNN (spatial)                          CEMNet (frequency)
-=====================================  ==========================================
-input                                  ``fft2``
-``Conv2d(K, padding=K//2)``            :class:`~cemnet.nn.SpectralConv2d`
-``BatchNorm2d``                        :class:`~cemnet.nn.SpectralBatchNorm2d`
-``LeakyReLU(0.2)``                     :class:`~cemnet.nn.SpectralLeakyReLU`
-``Dropout(p)``                         :class:`~cemnet.nn.SpectralDropout`
-``MaxPool2d(2)``                       :class:`~cemnet.nn.SpectralMaxPool2d`
-flatten, MLP, ``Linear``               :class:`~cemnet.nn.TwoBranchHead`
-=====================================  ==========================================
+A :class:`NetSpec` states a preset's architecture in the paper's terms and
+writes it out as a :class:`~cemnet.models.plan.LayerPlan`; :class:`ConvNet`
+builds the spatial CNN of a plan and :class:`CEMNet` its frequency-domain
+twin, step for step (the table in :mod:`cemnet.models.plan`).
+:func:`cemnet.from_cnn` reads the plan of a user's CNN and builds the same.
 """
 
 from __future__ import annotations
@@ -24,13 +15,18 @@ import torch
 from torch import nn
 
 from cemnet import nn as cnn
+from cemnet.models import plan
 from cemnet.models._registry import register_model
+from cemnet.models.plan import LayerPlan
 from cemnet.spectral import SpectralGrid
 
 
 @dataclass(frozen=True)
 class NetSpec:
-    """An architecture shared by a CNN and its CEMNet twin.
+    """A preset's architecture, in the paper's terms: uniform blocks, stages ending in a pool, an MLP.
+
+    :meth:`plan` writes it out as the :class:`~cemnet.models.plan.LayerPlan`
+    that the CNN and the CEMNet are built from.
 
     Attributes:
         in_channels: channels of the input images.
@@ -68,8 +64,25 @@ class NetSpec:
         """The same architecture without batch norm and/or dropout."""
         return replace(self, batch_norm=self.batch_norm and batch_norm, dropout=self.dropout if dropout else 0.0)
 
+    def plan(self) -> LayerPlan:
+        """Conv, batch norm, Leaky ReLU and dropout per conv, a pool per stage; the MLP as the head."""
+        steps: list[plan.Step] = []
+        channels = self.in_channels
+        for widths in self.stages:
+            for width in widths:
+                steps.append(plan.Conv(channels, width, self.kernel_size, bias=not self.batch_norm))
+                if self.batch_norm:
+                    steps.append(plan.BatchNorm(width))
+                steps.append(plan.Activation(self.negative_slope))
+                if self.dropout:
+                    steps.append(plan.Dropout(self.dropout))
+                channels = width
+            steps.append(plan.Pool())
+        head = plan.Head(self.hidden, self.negative_slope, self.dropout, self.batch_norm)
+        return LayerPlan(self.in_channels, self.image_size, tuple(steps), head, self.num_classes)
 
-def check_images(x: torch.Tensor, spec: NetSpec, model: str) -> None:
+
+def check_images(x: torch.Tensor, spec: NetSpec | LayerPlan, model: str) -> None:
     """Raise a ValueError unless ``x`` is a real ``(B, C, H, W)`` batch of the spec's shape."""
     expected = (spec.in_channels, spec.image_size, spec.image_size)
     if x.dim() != 4 or tuple(x.shape[1:]) != expected or x.is_complex():
@@ -79,48 +92,55 @@ def check_images(x: torch.Tensor, spec: NetSpec, model: str) -> None:
         )
 
 
+def spatial_layer(step: plan.Step) -> nn.Module:
+    """The ``torch.nn`` layer of a step: the CNN's, and a CEMNet's spatial stages'."""
+    if isinstance(step, plan.Conv):
+        return nn.Conv2d(step.in_channels, step.out_channels, step.kernel_size, padding=step.kernel_size // 2,
+                         bias=step.bias)
+    if isinstance(step, plan.BatchNorm):
+        return nn.BatchNorm2d(step.channels)
+    if isinstance(step, plan.Activation):
+        return nn.LeakyReLU(step.negative_slope)
+    if isinstance(step, plan.Dropout):
+        return nn.Dropout(step.p)
+    return nn.MaxPool2d(2)
+
+
+def he_normal_convs(model: nn.Module) -> None:
+    """He-normal ``Conv2d`` kernels (as the paper initialises its kernels) and zero biases."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 class ConvNet(nn.Module):
-    """The spatial CNN of a :class:`NetSpec`: conv-BN-LeakyReLU-dropout blocks, pools, MLP.
+    """The spatial CNN of a layer plan: its steps as ``torch.nn`` layers, then flatten, MLP, ``Linear``.
 
     Args:
-        spec: the architecture.
+        spec: the architecture, a :class:`NetSpec` or a :class:`~cemnet.models.plan.LayerPlan`.
 
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(self, spec: NetSpec) -> None:
+    def __init__(self, spec: NetSpec | LayerPlan) -> None:
         super().__init__()
         self.spec = spec
-        layers: list[nn.Module] = []
-        channels = spec.in_channels
-        for widths in spec.stages:
-            for width in widths:
-                layers.append(
-                    nn.Conv2d(channels, width, spec.kernel_size, padding=spec.kernel_size // 2, bias=not spec.batch_norm)
-                )
-                if spec.batch_norm:
-                    layers.append(nn.BatchNorm2d(width))
-                layers.append(nn.LeakyReLU(spec.negative_slope))
-                if spec.dropout:
-                    layers.append(nn.Dropout(spec.dropout))
-                channels = width
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
+        layers = spec.plan() if isinstance(spec, NetSpec) else spec
+        self.features = nn.Sequential(*(spatial_layer(step) for step in layers.steps))
+        features, head = layers.channels * layers.feature_size**2, layers.head
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            cnn.mlp_branch(spec.features, spec.hidden, spec.negative_slope, spec.dropout, spec.batch_norm),
-            nn.Linear(spec.hidden[-1] if spec.hidden else spec.features, spec.num_classes),
+            cnn.mlp_branch(features, head.hidden, head.negative_slope, head.dropout, head.batch_norm),
+            nn.Linear(head.hidden[-1] if head.hidden else features, layers.num_classes),
         )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """He-normal convs (as the paper initialises its kernels); PyTorch defaults elsewhere."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        he_normal_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.spec, type(self).__name__)
@@ -130,13 +150,14 @@ class ConvNet(nn.Module):
 # The approximated Leaky ReLU's sigma, p / 4 with the paper's p = 0.5 (Sec. 3.1.4); it does not follow the
 # dropout rate, so the noise stays when dropout is ablated.
 LEAKY_SIGMA = 0.5 / 4
+NONLINEARITIES = ("approximated", "at-pools", "every-layer", "split")
 
 
 class CEMNet(nn.Module):
-    """The frequency-domain twin of a :class:`NetSpec` (paper Sec. 3.2, Algorithm 1).
+    """The frequency-domain twin of a layer plan (paper Sec. 3.2, Algorithm 1).
 
     Args:
-        spec: the architecture.
+        spec: the architecture, a :class:`NetSpec` or a :class:`~cemnet.models.plan.LayerPlan`.
         conj: ``"input"`` (paper) or ``"weight"`` (every conv exactly a circular ``conv2d``).
         storage: ``"frequency"`` (the paper: full spectra + Weight Fixation),
             ``"spatial"`` (real ``K x K`` kernels, transformed in every forward)
@@ -151,41 +172,91 @@ class CEMNet(nn.Module):
         noise_in_eval: keep the Leaky ReLU noise at evaluation (authors' code).
         half_spectrum: the fast variant on ``rfft2`` half spectra (see
             :mod:`cemnet.spectral`); the head then sees ``W // 2 + 1`` columns.
+        nonlinearity: what an activation step becomes. ``"approximated"`` (the
+            paper): multiplicative noise (:class:`~cemnet.nn.SpectralLeakyReLU`).
+            ``"at-pools"``: the noise as well, and a real Leaky ReLU inside
+            each pool's round trip (no extra transform). ``"every-layer"``: a
+            real Leaky ReLU through the spatial domain in place of each
+            activation (:class:`~cemnet.nn.SpatialLeakyReLU`: the CNN's own
+            placement, two transforms each). ``"split"``: a Leaky ReLU on the
+            real and the imaginary parts (:class:`~cemnet.nn.SplitLeakyReLU`).
+        spatial_stages: the first ``spatial_stages`` stages stay the CNN's own
+            spatial layers, and the transform to the frequency domain comes
+            after them (a time/frequency mixture). Default: 0.
 
     Shape:
         real ``(B, C, S, S)`` -> logits ``(B, num_classes)``.
     """
 
-    def __init__(self, spec: NetSpec, *, conj: str = "input", storage: str = "frequency", fixation: str = "weights",
-                 fixed_stages: int | None = None, leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False,
-                 half_spectrum: bool = False) -> None:
+    def __init__(self, spec: NetSpec | LayerPlan, *, conj: str = "input", storage: str = "frequency",
+                 fixation: str = "weights", fixed_stages: int | None = None, leaky_sigma: float = LEAKY_SIGMA,
+                 noise_in_eval: bool = False, half_spectrum: bool = False, nonlinearity: str = "approximated",
+                 spatial_stages: int = 0) -> None:
         super().__init__()
         self.spec = spec
-        layers: list[nn.Module] = [cnn.ToFrequency(half_spectrum)]
-        grid = SpectralGrid.of(spec.image_size, half_spectrum)
-        channels = spec.in_channels
-        for index, widths in enumerate(spec.stages):
-            fixed = fixed_stages is None or index < fixed_stages
-            stage_storage = "free" if storage == "frequency" and not fixed else storage
-            for width in widths:
-                layers.append(cnn.SpectralConv2d(channels, width, spec.kernel_size, grid.size, conj=conj,
-                                                 storage=stage_storage, fixation=fixation, bias=not spec.batch_norm,
-                                                 half=grid.half))
-                if spec.batch_norm:
-                    layers.append(cnn.SpectralBatchNorm2d(width))
-                layers.append(cnn.SpectralLeakyReLU(sigma=leaky_sigma, active_in_eval=noise_in_eval))
-                if spec.dropout:
-                    layers.append(cnn.SpectralDropout(spec.dropout))
-                channels = width
-            layers.append(cnn.SpectralMaxPool2d(2, grid.size, half=grid.half))
-            grid = grid.pooled(2)
-        self.features = cnn.SpectralSequential(*layers)
-        self.head = cnn.TwoBranchHead(channels * grid.height * grid.columns, spec.hidden, spec.num_classes,
-                                      spec.negative_slope, spec.dropout, spec.batch_norm)
+        layers = spec.plan() if isinstance(spec, NetSpec) else spec
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {list(NONLINEARITIES)}, got {nonlinearity!r}")
+        if not (isinstance(spatial_stages, int) and 0 <= spatial_stages <= layers.stages):
+            raise ValueError(f"spatial_stages must be a number of stages from 0 to {layers.stages}, "
+                             f"got {spatial_stages!r}")
+        modules: list[nn.Module] = []
+        stage, size, grid = 0, layers.image_size, None
+        for step in layers.steps:
+            if stage < spatial_stages:
+                modules.append(spatial_layer(step))
+            else:
+                if grid is None:
+                    modules.append(cnn.ToFrequency(half_spectrum))
+                    grid = SpectralGrid.of(size, half_spectrum)
+                fixed = fixed_stages is None or stage < fixed_stages
+                modules.append(_spectral_layer(step, grid, conj, "free" if storage == "frequency" and not fixed
+                                               else storage, fixation, leaky_sigma, noise_in_eval, nonlinearity,
+                                               _slope_before_pool(layers, step)))
+            if isinstance(step, plan.Pool):
+                stage, size = stage + 1, size // 2
+                grid = grid.pooled(2) if grid is not None else None
+        if grid is None:  # every stage spatial: the transform comes last
+            modules.append(cnn.ToFrequency(half_spectrum))
+            grid = SpectralGrid.of(size, half_spectrum)
+        self.features = cnn.SpectralSequential(*modules)
+        he_normal_convs(self.features)  # the spatial stages' kernels as the CNN's
+        head = layers.head
+        self.head = cnn.TwoBranchHead(layers.channels * grid.height * grid.columns, head.hidden, layers.num_classes,
+                                      head.negative_slope, head.dropout, head.batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.spec, type(self).__name__)
         return self.head(self.features(x))
+
+
+def _slope_before_pool(layers: LayerPlan, pool: plan.Step) -> float | None:
+    """For ``nonlinearity="at-pools"``: the slope of the stage's last activation (the CNN's), else the paper's 0.2."""
+    if not isinstance(pool, plan.Pool):
+        return None
+    index = next(i for i, step in enumerate(layers.steps) if step is pool)
+    before = [step for step in layers.steps[:index] if isinstance(step, plan.Activation)]
+    return before[-1].negative_slope if before else 0.2
+
+
+def _spectral_layer(step: plan.Step, grid: SpectralGrid, conj: str, storage: str, fixation: str, leaky_sigma: float,
+                    noise_in_eval: bool, nonlinearity: str, pool_slope: float | None) -> nn.Module:
+    """The frequency-domain layer of a step on ``grid``."""
+    if isinstance(step, plan.Conv):
+        return cnn.SpectralConv2d(step.in_channels, step.out_channels, step.kernel_size, grid.size, conj=conj,
+                                  storage=storage, fixation=fixation, bias=step.bias, half=grid.half)
+    if isinstance(step, plan.BatchNorm):
+        return cnn.SpectralBatchNorm2d(step.channels)
+    if isinstance(step, plan.Activation):
+        if nonlinearity == "every-layer":
+            return cnn.SpatialLeakyReLU(step.negative_slope, grid.size, half=grid.half)
+        if nonlinearity == "split":
+            return cnn.SplitLeakyReLU(step.negative_slope)
+        return cnn.SpectralLeakyReLU(sigma=leaky_sigma, active_in_eval=noise_in_eval)
+    if isinstance(step, plan.Dropout):
+        return cnn.SpectralDropout(step.p)
+    return cnn.SpectralMaxPool2d(2, grid.size, half=grid.half,
+                                 negative_slope=pool_slope if nonlinearity == "at-pools" else None)
 
 
 LENET5 = NetSpec(in_channels=1, image_size=28, stages=((6,), (16,)), kernel_size=5, hidden=(120, 84))
@@ -203,6 +274,10 @@ OPTION_CHOICES = {
                     "CIFAR blocks, both of LeNet-5's)",
     "storage": "'frequency' (the paper's spectra) or 'spatial' (K x K kernels, transformed in every forward)",
     "conj": "'input' (the paper) or 'weight' (every conv exactly a circular conv2d)",
+    "nonlinearity": "'approximated' (the paper's noise), 'at-pools' (and a real Leaky ReLU in each pool's round "
+                    "trip), 'every-layer' (a real Leaky ReLU through the spatial domain for each activation), "
+                    "'split' (a Leaky ReLU on the real and imaginary parts)",
+    "spatial_stages": "the number of leading stages kept as the CNN's spatial layers before the transform (0: none)",
 }
 
 
@@ -212,14 +287,15 @@ def _cemnet_preset(spec: NetSpec, fixed_stages: int | None, summary: str):
 
     def factory(*, weight_fixation: bool | str = True, fixed_stages: int = paper_fixed_stages,
                 batch_norm: bool = True, dropout: bool = True, conj: str = "input", storage: str = "frequency",
-                leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False, half_spectrum: bool = False) -> CEMNet:
+                leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False, half_spectrum: bool = False,
+                nonlinearity: str = "approximated", spatial_stages: int = 0) -> CEMNet:
         storage, fixation = fixation_storage(weight_fixation, storage)
         if not (isinstance(fixed_stages, int) and 0 <= fixed_stages <= len(spec.stages)):
             raise ValueError(f"fixed_stages must be a number of stages from 0 to {len(spec.stages)}, "
                              f"got {fixed_stages!r}")
         return CEMNet(spec.ablate(batch_norm, dropout), conj=conj, storage=storage, fixation=fixation,
                       fixed_stages=fixed_stages, leaky_sigma=leaky_sigma, noise_in_eval=noise_in_eval,
-                      half_spectrum=half_spectrum)
+                      half_spectrum=half_spectrum, nonlinearity=nonlinearity, spatial_stages=spatial_stages)
 
     factory.__doc__ = summary
     return factory

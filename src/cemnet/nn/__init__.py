@@ -4,6 +4,7 @@
 module                  layers
 ======================  ===========================================================
 ``cemnet.nn.transform``  :class:`ToFrequency`
+``cemnet.nn.activation`` :class:`SpatialLeakyReLU`, :class:`SplitLeakyReLU` (true nonlinearities)
 ``cemnet.nn.conv``       :class:`SpectralConv2d` (+ :func:`apply_weight_fixation`), :class:`FFTConv2d`
 ``cemnet.nn.norm``       :class:`SpectralBatchNorm2d`
 ``cemnet.nn.noise``      :class:`SpectralDropout`, :class:`SpectralLeakyReLU`, :class:`SpectralSequential`
@@ -25,6 +26,7 @@ separate real numbers.
 """
 
 from cemnet.nn import functional
+from cemnet.nn.activation import SpatialLeakyReLU, SplitLeakyReLU
 from cemnet.nn.conv import FIXATIONS, STORAGES, FFTConv2d, SpectralConv2d, apply_weight_fixation
 from cemnet.nn.head import GroupedLinear, TwoBranchHead, mlp_branch
 from cemnet.nn.noise import SpectralDropout, SpectralLeakyReLU, SpectralSequential
@@ -43,7 +45,9 @@ __all__ = [
     "SpectralLeakyReLU",
     "SpectralMaxPool2d",
     "SpectralSequential",
+    "SpatialLeakyReLU",
     "SpectralTruncation2d",
+    "SplitLeakyReLU",
     "ToFrequency",
     "TwoBranchHead",
     "apply_weight_fixation",

@@ -21,6 +21,9 @@ class SpectralMaxPool2d(_SpectralModule):
             signals; needed for half spectra (``W`` cannot be told from
             ``W // 2 + 1``), checked for full ones. Default: taken from the input.
         half: the inputs are half spectra. Default: ``False``.
+        negative_slope: apply a Leaky ReLU of this slope to the spatial signal
+            too, inside the round trip the pool makes anyway (a true
+            nonlinearity at no extra transform). Default: ``None`` (the paper).
 
     Shape:
         complex ``(B, C, H, F)`` -> complex ``(B, C, H // k, F')``: full spectra
@@ -28,11 +31,11 @@ class SpectralMaxPool2d(_SpectralModule):
     """
 
     def __init__(self, kernel_size: int = 2, input_size: int | tuple[int, int] | None = None, *,
-                 half: bool = False) -> None:
+                 half: bool = False, negative_slope: float | None = None) -> None:
         super().__init__()
         if half and input_size is None:
             raise ValueError("a half-spectrum SpectralMaxPool2d needs the signal's input_size")
-        self.kernel_size = kernel_size
+        self.kernel_size, self.negative_slope = kernel_size, negative_slope
         self.grid = None if input_size is None else SpectralGrid.of(input_size, half)
 
     @property
@@ -45,7 +48,7 @@ class SpectralMaxPool2d(_SpectralModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_spectrum(x, grid=self.grid)
-        return SF.spectral_max_pool2d(x, self.kernel_size, self.grid)
+        return SF.spectral_max_pool2d(x, self.kernel_size, self.grid, self.negative_slope)
 
 
 class SpectralTruncation2d(_SpectralModule):

@@ -8,6 +8,7 @@ The noise and batch-norm functions take the primitives they compute with
 moved, and direct calls get those of the input's device.
 """
 
+from cemnet.nn.functional._activation import spatial_leaky_relu, split_leaky_relu
 from cemnet.nn.functional._conv import (
     check_spectrum,
     frequency_major,
@@ -61,8 +62,10 @@ __all__ = [
     "normal_like",
     "spectral_batch_norm",
     "spectral_batch_norm_with_stats",
+    "spatial_leaky_relu",
     "spectral_conv2d",
     "spectral_max_pool2d",
     "spectral_truncate2d",
+    "split_leaky_relu",
     "update_running_stats",
 ]

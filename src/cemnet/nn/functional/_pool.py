@@ -8,14 +8,18 @@ import torch.nn.functional as F
 from cemnet.spectral import SpectralGrid
 
 
-def spectral_max_pool2d(x: torch.Tensor, kernel_size: int = 2, grid: SpectralGrid | None = None) -> torch.Tensor:
+def spectral_max_pool2d(x: torch.Tensor, kernel_size: int = 2, grid: SpectralGrid | None = None,
+                        negative_slope: float | None = None) -> torch.Tensor:
     """Max pooling of the spatial signal: inverse FFT, real part, ``max_pool2d``, FFT; see :class:`cemnet.nn.SpectralMaxPool2d`.
 
     Shape: ``(B, C, H, columns)`` on ``grid`` -> the same kind of spectrum on
     ``grid.pooled(k)``. ``grid`` defaults to the full grid of ``x``.
+    ``negative_slope``: a Leaky ReLU in the spatial domain as well.
     """
     grid = grid or SpectralGrid(*x.shape[-2:])
     pooled = block_max_pool2d(grid.to_spatial(x), kernel_size)
+    if negative_slope is not None:  # after the max, on a quarter of the values: Leaky ReLU is increasing, so they commute
+        pooled = F.leaky_relu(pooled, negative_slope)
     return grid.pooled(kernel_size).to_frequency(pooled)
 
 
