@@ -3,9 +3,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_rel_close
 
 from cemnet import nn as cnn
-from cemnet.models import count_parameters, create_model, list_models, model_info
+from cemnet.models import CEMNet, ConvNet, NetSpec, count_parameters, create_model, list_models, model_info
 
 # Parameter counts written out from the architectures (paper Sec. 4), not read off the code.
 # Convs/FCs followed by batch norm have no bias; a complex weight counts as two reals.
@@ -162,3 +163,77 @@ def test_noise_in_eval_keeps_the_leaky_relu_noise_at_evaluation(noise_in_eval):
         first, second = model(x), model(x)
     assert torch.equal(first, second) is not noise_in_eval  # the authors' code draws noise at evaluation too
     assert all(layer.active_in_eval is noise_in_eval for layer in _layers(model, cnn.SpectralLeakyReLU))
+
+
+def _twins(nonlinearity="approximated", spatial_stages=0):
+    """A small CNN with circular padding and its exact CEMNet (conj='weight'), noise, dropout and batch norm off."""
+    spec = NetSpec(in_channels=2, image_size=8, stages=((3,), (4, 5)), kernel_size=3, hidden=(6,), dropout=0.0,
+                   batch_norm=False, negative_slope=0.1)
+    cnn_twin = ConvNet(spec).double()
+    for module in cnn_twin.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.padding_mode = "circular"
+    frequency = CEMNet(spec, conj="weight", storage="spatial", nonlinearity=nonlinearity,
+                       spatial_stages=spatial_stages, leaky_sigma=0.0).double()
+    spatial_convs = iter(_layers(cnn_twin, torch.nn.Conv2d))
+    for module in frequency.features:
+        source = next(spatial_convs) if isinstance(module, (torch.nn.Conv2d, cnn.SpectralConv2d)) else None
+        if isinstance(module, cnn.SpectralConv2d):
+            module.set_spatial_kernel(source.weight.detach())
+            module.bias.data.copy_(source.bias.detach())
+        elif isinstance(module, torch.nn.Conv2d):
+            module.load_state_dict(source.state_dict())
+            module.padding_mode = "circular"
+    return cnn_twin, frequency
+
+
+def test_every_layer_nonlinearity_computes_the_cnns_function():
+    cnn_twin, frequency = _twins("every-layer")
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    assert_rel_close(frequency.features(x), torch.fft.fft2(cnn_twin.features(x)))
+    assert sum(isinstance(m, cnn.SpatialLeakyReLU) for m in frequency.modules()) == 3
+    paper_cnn, paper = _twins("approximated")
+    assert not torch.allclose(paper.features(x), torch.fft.fft2(paper_cnn.features(x)))  # noise-free, yet linear
+
+
+@pytest.mark.parametrize("nonlinearity", ["approximated", "split"])
+def test_all_spatial_stages_are_the_cnns_features_exactly(nonlinearity):
+    cnn_twin, frequency = _twins(nonlinearity, spatial_stages=2)
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    assert not any(isinstance(m, cnn.SpectralConv2d) for m in frequency.modules())
+    assert isinstance(frequency.features[-1], cnn.ToFrequency)  # the transform comes last, after the CNN's layers
+    assert torch.equal(frequency.features[:-1](x), cnn_twin.features(x))
+
+
+def test_one_spatial_stage_then_the_frequency_domain():
+    cnn_twin, frequency = _twins("every-layer", spatial_stages=1)
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    kinds = [type(m).__name__ for m in frequency.features]
+    assert kinds[:4] == ["Conv2d", "LeakyReLU", "MaxPool2d", "ToFrequency"] and "SpectralConv2d" in kinds
+    assert_rel_close(frequency.features(x), torch.fft.fft2(cnn_twin.features(x)))
+
+
+def test_at_pools_and_split_are_true_nonlinearities_where_they_promise():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    pool = cnn.SpectralMaxPool2d(2, 8, negative_slope=0.2)
+    assert_rel_close(pool(torch.fft.fft2(x)), torch.fft.fft2(F.leaky_relu(F.max_pool2d(x, 2), 0.2)))
+    spectrum = torch.fft.fft2(x)
+    split = cnn.SplitLeakyReLU(0.2)(spectrum)
+    assert torch.equal(split.real, F.leaky_relu(spectrum.real, 0.2)) and torch.equal(split.imag,
+                                                                                      F.leaky_relu(spectrum.imag, 0.2))
+    model = create_model("cemnet-small", nonlinearity="at-pools", half_spectrum=True)
+    pools = [m for m in model.modules() if isinstance(m, cnn.SpectralMaxPool2d)]
+    assert len(pools) == 5 and all(p.negative_slope == 0.2 for p in pools)
+    assert sum(isinstance(m, cnn.SpectralLeakyReLU) for m in model.modules()) == 5  # the paper's noise stays
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"nonlinearity": "relu"}, "nonlinearity must be one of ['approximated', 'at-pools', 'every-layer', 'split']"),
+    ({"spatial_stages": 6}, "spatial_stages must be a number of stages from 0 to 5"),
+    ({"fixed_stages": -1}, "fixed_stages must be a number of stages from 0 to 5"),
+    ({"weight_fixation": "sometimes"}, "weight_fixation must be one of [True, False, 'gradient']"),
+])
+def test_bad_option_values_name_the_allowed_ones(options, message):
+    with pytest.raises(ValueError) as raised:
+        create_model("cemnet-small", **options)
+    assert message in str(raised.value)

@@ -21,7 +21,9 @@ CEMNets (real multiplications, the paper's Sec. 3.2 unit)
       each. This is the cost model that fits the paper; a strict count of real
       multiplications would be 4x that (2x using the real-input symmetry);
     * max pooling: the inverse FFT at the input size and the FFT at the output
-      size (comparisons are free);
+      size (comparisons are free, and so is a Leaky ReLU inside the round trip);
+    * a Leaky ReLU through the spatial domain (``nonlinearity="every-layer"``):
+      an inverse and a forward FFT per channel; the split Leaky ReLU is free;
     * frequency batch norm: 2 per complex element (one folded scale per part);
     * approximated dropout and Leaky ReLU: 0, since forward figures are for
       inference, where they are the identity;
@@ -54,6 +56,7 @@ from cemnet.nn import (
     GroupedLinear,
     SpectralBatchNorm2d,
     SpectralConv2d,
+    SpatialLeakyReLU,
     SpectralMaxPool2d,
     ToFrequency,
 )
@@ -121,8 +124,10 @@ def _layer_cost(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -
         return 4 * height * width * module.in_channels * module.out_channels
     if isinstance(module, ToFrequency):
         return inputs.shape[1] * fft_ops(*inputs.shape[2:])
-    if isinstance(module, SpectralMaxPool2d):
+    if isinstance(module, SpectralMaxPool2d):  # its Leaky ReLU (nonlinearity="at-pools"), if any, rides on this round trip
         return inputs.shape[1] * (fft_ops(*inputs.shape[2:]) + fft_ops(*output.shape[2:]))
+    if isinstance(module, SpatialLeakyReLU):  # the round trip of nonlinearity="every-layer"
+        return 2 * inputs.shape[1] * fft_ops(*module.input_size)
     if isinstance(module, SpectralBatchNorm2d):
         return 2 * output[0].numel()
     return 0
