@@ -28,9 +28,12 @@ from cemnet.models._registry import (
 )
 from cemnet.models.convnets import OPTION_CHOICES, CEMNet, ConvNet, NetSpec
 from cemnet.models.fcnn import FCNN
+from cemnet.models.reader import from_cnn, read_plan
+from cemnet.models.plan import LayerPlan
 
 __all__ = [
     "FCNN",
+    "LayerPlan",
     "OPTION_CHOICES",
     "CEMNet",
     "ConvNet",
@@ -38,8 +41,10 @@ __all__ = [
     "NetSpec",
     "count_parameters",
     "create_model",
+    "from_cnn",
     "list_models",
     "model_info",
     "parse_option",
+    "read_plan",
     "register_model",
 ]

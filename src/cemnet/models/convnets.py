@@ -78,7 +78,7 @@ class NetSpec:
                     steps.append(plan.Dropout(self.dropout))
                 channels = width
             steps.append(plan.Pool())
-        head = plan.Head(self.hidden, self.negative_slope, self.dropout, self.batch_norm)
+        head = plan.Head(self.hidden, self.negative_slope, self.dropout, self.batch_norm, bias=not self.batch_norm)
         return LayerPlan(self.in_channels, self.image_size, tuple(steps), head, self.num_classes)
 
 
@@ -90,6 +90,10 @@ def check_images(x: torch.Tensor, spec: NetSpec | LayerPlan, model: str) -> None
             f"{model} expects real images of shape (B, {', '.join(map(str, expected))}), "
             f"got {'complex ' if x.is_complex() else ''}shape {tuple(x.shape)}"
         )
+
+
+# A leaf of torch.fx tracing (cemnet.from_cnn reads ConvNets too): a check of the input, not a step of the network.
+torch.fx.wrap("check_images")
 
 
 def spatial_layer(step: plan.Step) -> nn.Module:
@@ -133,7 +137,8 @@ class ConvNet(nn.Module):
         features, head = layers.channels * layers.feature_size**2, layers.head
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            cnn.mlp_branch(features, head.hidden, head.negative_slope, head.dropout, head.batch_norm),
+            cnn.mlp_branch(features, head.hidden, head.negative_slope, head.dropout, head.batch_norm,
+                           bias=head.bias),
             nn.Linear(head.hidden[-1] if head.hidden else features, layers.num_classes),
         )
         self.reset_parameters()

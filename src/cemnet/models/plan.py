@@ -75,13 +75,16 @@ class Head:
         hidden: widths of the hidden layers.
         negative_slope: of their activations (0: ReLU).
         dropout: rate after each hidden layer; 0 for none.
-        batch_norm: ``BatchNorm1d`` after each hidden ``Linear`` (which then has no bias).
+        batch_norm: ``BatchNorm1d`` after each hidden ``Linear``.
+        bias: the hidden ``Linear`` layers have biases (in the CNN; the CEMNet's
+            two-branch head has them exactly where it has no batch norm).
     """
 
     hidden: tuple[int, ...]
     negative_slope: float = 0.2
     dropout: float = 0.0
     batch_norm: bool = False
+    bias: bool = True
 
 
 @dataclass(frozen=True)

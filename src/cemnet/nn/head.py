@@ -118,7 +118,7 @@ class GroupedLinear(nn.Module):
 
 
 def mlp_branch(in_features: int, hidden: tuple[int, ...], negative_slope: float, dropout: float, batch_norm: bool,
-               groups: int = 1) -> nn.Sequential:
+               groups: int = 1, bias: bool | None = None) -> nn.Sequential:
     """``[Linear, BatchNorm1d?, LeakyReLU, Dropout?]`` for each width in ``hidden``.
 
     Shared by the CEMNet head branches, the CNN twins' classifier and FCNN's
@@ -126,13 +126,15 @@ def mlp_branch(in_features: int, hidden: tuple[int, ...], negative_slope: float,
     consecutive blocks of ``in_features`` features each (:class:`GroupedLinear`,
     and batch norm over all ``groups * width`` features, which is per feature
     as for separate ones): ``(B, groups * in_features)`` -> ``(B, groups * hidden[-1])``.
+    The linear layers have biases where there is no batch norm, unless ``bias`` says otherwise.
     """
+    bias = not batch_norm if bias is None else bias
     layers: list[nn.Module] = []
     for width in hidden:
         if groups == 1:
-            layers.append(nn.Linear(in_features, width, bias=not batch_norm))
+            layers.append(nn.Linear(in_features, width, bias=bias))
         else:
-            layers.append(GroupedLinear(groups * in_features, groups * width, groups, bias=not batch_norm))
+            layers.append(GroupedLinear(groups * in_features, groups * width, groups, bias=bias))
         if batch_norm:
             layers.append(nn.BatchNorm1d(groups * width))
         layers.append(nn.LeakyReLU(negative_slope))
