@@ -303,8 +303,9 @@ def _eval_parser(evaluate: argparse.ArgumentParser) -> None:
 
 
 def _reproduce_parser(repro: argparse.ArgumentParser) -> None:
-    repro.add_argument("table", choices=["table1", "table2", "fixation"],
-                       help="the paper's Table 1 (MNIST) or 2 (CIFAR-10), or the Weight Fixation comparison")
+    repro.add_argument("table", choices=["table1", "table2", "beyond", "fixation"],
+                       help="the paper's Table 1 (MNIST) or 2 (CIFAR-10); beyond the paper, the nonlinearity and "
+                            "spatial-stage options (beyond) or the Weight Fixation variants (fixation)")
     repro.add_argument("--epochs", type=POSITIVE_INT, default=800,
                        help="epochs per row (default: the paper's 800; on a CPU use a handful)")
     repro.add_argument("--seeds", type=POSITIVE_INT, default=1, metavar="N",
@@ -354,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--rule", default="paper", choices=["paper", "autograd"],
                      help="backward rule: the paper's (backward = forward, plus Weight Fixation) or full autograd")
     _add_model_options(ops)
-    _reproduce_parser(command("reproduce", cmd_reproduce, "train every row of the paper's Table 1 (MNIST) or 2 "
-                              "(CIFAR-10)"))
+    _reproduce_parser(command("reproduce", cmd_reproduce, "train every row of a table: the paper's Tables 1-2, or "
+                              "the comparisons beyond the paper"))
     convert = command("convert", cmd_convert, "turn a trained CNN checkpoint into its exact frequency-domain twin")
     convert.add_argument("--checkpoint", required=True, help="a CNN checkpoint written by `cemnet train`")
     convert.add_argument("--model", required=True, help="the preset it holds (lenet5, vgg-small, vgg-large)")

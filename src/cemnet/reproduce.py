@@ -1,8 +1,9 @@
-"""``cemnet reproduce table1|table2|fixation``: train every row of a table with one recipe.
+"""``cemnet reproduce table1|table2|beyond|fixation``: train every row of a table with one recipe.
 
-``table1`` and ``table2`` are the paper's Tables 1-2. ``fixation`` goes beyond
-the paper: the small CEMNet (half spectrum) under each way of keeping its
-kernels on their ``K x K`` support, with the paper's numbers left blank.
+``table1`` and ``table2`` are the paper's Tables 1-2. ``beyond`` and
+``fixation`` go beyond the paper (their paper columns are blank): the small
+CEMNet with a true nonlinearity or a spatial first stage, beside its CNN; and
+the small CEMNet under each way of keeping its kernels on their ``K x K`` support.
 
 Each row trains ``seeds`` runs, seed ``s`` into ``OUT/TABLE/ROW/seed-S`` with
 :func:`cemnet.training.train`, seed by seed (every row's seed 0 first, then
@@ -76,6 +77,19 @@ TABLES: dict[str, list[Row]] = {
         Row("small-dropout", "Small CEMNet − Dropout", "32.83%", "N/A", "cemnet-small", ABLATIONS["dropout"]),
         Row("small-cemnet", "Small CEMNet", "22.40%", "31.33M / 50.17M", "cemnet-small"),
         Row("large-cemnet", "Large CEMNet", "21.63%", "124.39M / 194.28M", "cemnet-large"),
+    ],
+    "beyond": [
+        Row("vgg-small", "Small CNN (`vgg-small`)", "—", "—", "vgg-small"),
+        Row("small-cemnet", "Small CEMNet, the paper's (full spectrum)", "—", "—", "cemnet-small"),
+        Row("small-half", "Small CEMNet, half spectrum", "—", "—", "cemnet-small", {"half_spectrum": True}),
+        Row("small-half-at-pools", "half + real Leaky ReLU at the pools", "—", "—", "cemnet-small",
+            {"half_spectrum": True, "nonlinearity": "at-pools"}),
+        Row("small-half-every-layer", "half + real Leaky ReLU after every conv (round trips)", "—", "—",
+            "cemnet-small", {"half_spectrum": True, "nonlinearity": "every-layer"}),
+        Row("small-half-split", "half + Leaky ReLU on real and imaginary parts", "—", "—", "cemnet-small",
+            {"half_spectrum": True, "nonlinearity": "split"}),
+        Row("small-half-spatial-1", "half + first stage spatial (`spatial_stages=1`)", "—", "—", "cemnet-small",
+            {"half_spectrum": True, "spatial_stages": 1}),
     ],
     "fixation": [
         Row("small-half-paper", "Weight Fixation on blocks 1-3 (the paper's choice)", "—", "—", "cemnet-small",
