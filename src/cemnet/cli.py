@@ -21,7 +21,7 @@ from cemnet.data import DATASETS, DataError
 from cemnet.models import parse_option
 from cemnet.runtime import KERNEL_SETTINGS
 from cemnet.training.checkpoint import CheckpointError
-from cemnet.training.config import PRESETS, TrainConfig, default
+from cemnet.training.config import PRESETS, TrainConfig, default, default_out
 
 EXIT_USAGE = 2  # a bad option, missing or corrupt data or checkpoint, a run folder in use: the message says what to do
 EXIT_DIVERGED = 3  # the loss became NaN or infinite, or training made no progress
@@ -89,10 +89,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
     given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
     given.update(download=args.download, progress=not args.no_progress, cuda_graphs=not args.no_cuda_graphs)
-    if args.model_option:
-        given["model_options"] = dict(args.model_option)
+    if model_options(args):
+        given["model_options"] = model_options(args)
     base: dict[str, Any] = {}
-    last = Path(given.get("out") or Path("runs") / given.get("model", default("model"))) / "last.safetensors"
+    last = Path(given.get("out") or default_out(given.get("model", default("model")))) / "last.safetensors"
     if args.resume and last.is_file():
         saved = read_header(last)["meta"].get("config") or {}
         base = {key: value for key, value in saved.items() if key in TrainConfig.__dataclass_fields__}
@@ -160,7 +160,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
     from cemnet.ops import count_ops
 
     with torch.device("meta"):  # shapes only: nothing is computed, allocated or compiled
-        model = create_model(args.model, **dict(args.model_option))
+        model = create_model(args.model, **model_options(args))
     counts = count_ops(model, rule=args.rule)
     print(f"{args.model}: operations per image (conventions: docs/ops.md)")
     print(counts.table())
@@ -208,7 +208,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = run_bench(tuple(args.models), args.batch_size, resolve_device(args.device), args.repeats, args.warmup,
-                       dict(args.model_option), memory=not args.no_memory, twin_options=dict(args.twin_option),
+                       model_options(args), memory=not args.no_memory, twin_options=dict(args.twin_option),
                        cuda_graphs=args.cuda_graphs)
     print(format_table(report))
     if args.out:
@@ -256,6 +256,16 @@ def _add_common(parser: argparse.ArgumentParser,
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-option", "-O", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                         help="preset override, e.g. -O weight_fixation=false -O storage=spatial (repeatable)")
+    parser.add_argument("--as-cnn", action="store_true",
+                        help="with --model FILE.py:FUNCTION, the CNN itself instead of its CEMNet twin")
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The -O overrides, and ``as_cnn`` when --as-cnn was given."""
+    options = dict(args.model_option)
+    if getattr(args, "as_cnn", False):
+        options["as_cnn"] = True
+    return options
 
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:
@@ -265,7 +275,8 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--model", help=f"a preset from `cemnet models` (default: {default('model')})")
+    train.add_argument("--model", help=f"a preset from `cemnet models` (default: {default('model')}), or "
+                                       "FILE.py:FUNCTION, a function returning your CNN (converted unless --as-cnn)")
     train.add_argument("--dataset", choices=sorted(DATASETS), help="default: the data set the preset is built for")
     train.add_argument("--epochs", type=POSITIVE_INT,
                        help=f"epochs of the whole run (default: {default('epochs')}; the paper trains 800)")
@@ -351,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(command("train", cmd_train, "train a model preset with the paper's recipe"))
     _eval_parser(command("eval", cmd_eval, "evaluate a checkpoint: accuracy, error rate, per-class accuracy"))
     ops = command("ops", cmd_ops, "count forward and backward operations per image, layer by layer")
-    ops.add_argument("--model", required=True, help="a preset from `cemnet models`")
+    ops.add_argument("--model", required=True, help="a preset from `cemnet models`, or FILE.py:FUNCTION")
     ops.add_argument("--rule", default="paper", choices=["paper", "autograd"],
                      help="backward rule: the paper's (backward = forward, plus Weight Fixation) or full autograd")
     _add_model_options(ops)

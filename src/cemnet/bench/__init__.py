@@ -148,6 +148,8 @@ def bench_pair(name: str, batch_size: int = 100, device: torch.device | None = N
     twin = model_info(name).twin
     if twin is None:
         raise ValueError(f"{name!r} has no CNN twin to compare with")
+    if twin == name:  # your own model (FILE.py:FUNCTION): its CNN is the same name, as_cnn
+        twin_options = {"as_cnn": True, **twin_options}
     cemnet, x_cemnet, step_cemnet = training_step(name, batch_size, device, options, cuda_graphs)
     cnn, x_cnn, step_cnn = training_step(twin, batch_size, device, twin_options, cuda_graphs)
     train = time_pair(step_cemnet, step_cnn, repeats, warmup, device)

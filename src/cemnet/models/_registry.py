@@ -19,7 +19,7 @@ class ModelInfo:
 
     name: str
     factory: Callable[..., nn.Module]
-    dataset: str
+    dataset: str | None  # None: a model of your own, for whatever data fit its input shape
     twin: str | None
     summary: str
 
@@ -58,11 +58,22 @@ def register_model(dataset: str, twin: str | None = None, name: str | None = Non
 
 
 def model_info(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of a preset; unknown names raise with the known ones."""
+    """The :class:`ModelInfo` of a preset, or of a model of your own named ``FILE.py:FUNCTION``.
+
+    A file's model is its own twin: the option ``as_cnn=True`` gives the CNN,
+    the default its CEMNet (:mod:`cemnet.models.user_file`). Unknown names
+    raise with the known ones.
+    """
+    from cemnet.models import user_file  # it builds on the presets' modules, which import this one
+
+    if user_file.is_model_file(name):
+        factory = user_file.factory(name)
+        return ModelInfo(name, factory, None, name, factory.__doc__)
     try:
         return _MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of {list_models()}") from None
+        raise ValueError(f"unknown model {name!r}; expected one of {list_models()}, or FILE.py:FUNCTION (a function "
+                         f"that returns your CNN)") from None
 
 
 def create_model(name: str, **overrides) -> nn.Module:

@@ -47,7 +47,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from cemnet.convert import to_frequency
-from cemnet.models import create_model, list_models
+from cemnet.models import create_model, list_models, user_file
 
 SCHEMA_VERSION = 4
 OLDEST_READABLE = 3
@@ -237,7 +237,16 @@ def check_model_description(path: str | Path, meta: dict[str, Any]) -> None:
     """Refuse a header whose model name or options are missing, mistyped or unknown (``eval`` and ``--resume`` alike)."""
     if not isinstance(meta.get("model"), str) or not isinstance(meta.get("model_options", {}), dict):
         raise CheckpointError(f"{path}: its metadata lacks the model's name, or its model options are not an object")
-    if meta["model"] not in list_models():
+    if user_file.is_model_file(meta["model"]):
+        saved = (meta.get("config") or {}).get("model_sha256")
+        try:
+            digest = user_file.file_digest(meta["model"])
+        except ValueError as error:
+            raise CheckpointError(f"{path} holds your model {meta['model']}, and {error}") from None
+        if saved is not None and saved != digest:
+            raise CheckpointError(f"{path} holds your model {meta['model']}, whose file changed since it was trained "
+                                  f"(SHA-256 {saved[:12]}... then, {digest[:12]}... now)")
+    elif meta["model"] not in list_models():
         raise CheckpointError(f"{path} holds a {meta['model']!r}, which this cemnet does not know")
 
 

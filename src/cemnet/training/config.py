@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cemnet.data import dataset_info
-from cemnet.models import model_info
+from cemnet.data import DATASETS, dataset_info
+from cemnet.models import create_model, model_info, user_file
 from cemnet.runtime import KERNEL_SETTINGS
 
 
@@ -54,8 +54,12 @@ class TrainConfig:
     """Everything a run depends on; saved in every checkpoint.
 
     Attributes:
-        model: a preset of :func:`cemnet.models.list_models`.
-        dataset: default the data set the preset is built for.
+        model: a preset of :func:`cemnet.models.list_models`, or ``FILE.py:FUNCTION``
+            (a function returning your CNN: :mod:`cemnet.models.user_file`).
+        model_sha256: for ``FILE.py:FUNCTION``, the file's SHA-256 when the run
+            began; a run whose file changed since is refused.
+        dataset: default the data set the preset is built for (for your own
+            model, the one whose images its input shape takes).
         epochs: epochs of the whole run (the paper trains 800).
         batch_size: global batch size (split over the processes under torchrun).
         preset: the optimizer recipe, a key of :data:`PRESETS`.
@@ -81,6 +85,7 @@ class TrainConfig:
     """
 
     model: str = "cemnet-mnist"
+    model_sha256: str | None = None
     dataset: str | None = None
     epochs: int = 5
     batch_size: int = 100
@@ -118,18 +123,46 @@ class TrainConfig:
             raise ValueError(f"warmup-epochs must be a number of epochs >= 0, got {self.warmup_epochs}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {self.seed}")
-        built_for = model_info(self.model).dataset
-        self.dataset = self.dataset or built_for
-        if dataset_info(self.dataset).shape != dataset_info(built_for).shape:
-            raise ValueError(f"{self.model} is built for {built_for} images {dataset_info(built_for).shape}; "
-                             f"{self.dataset} images are {dataset_info(self.dataset).shape}: choose a model for "
-                             f"{self.dataset} (cemnet models)")
-        self.out = self.out or str(Path("runs") / self.model)
+        if user_file.is_model_file(self.model):
+            self._check_model_file()
+        else:
+            built_for = model_info(self.model).dataset
+            self.dataset = self.dataset or built_for
+            if dataset_info(self.dataset).shape != dataset_info(built_for).shape:
+                raise ValueError(f"{self.model} is built for {built_for} images {dataset_info(built_for).shape}; "
+                                 f"{self.dataset} images are {dataset_info(self.dataset).shape}: choose a model for "
+                                 f"{self.dataset} (cemnet models)")
+        self.out = self.out or str(default_out(self.model))
+
+    def _check_model_file(self) -> None:
+        """Your own model: the file unchanged since the run began, and data its input shape takes."""
+        digest = user_file.file_digest(self.model)
+        if self.model_sha256 is not None and self.model_sha256 != digest:
+            raise ValueError(f"--model {self.model}: the file changed since this run was trained (SHA-256 "
+                             f"{self.model_sha256[:12]}... then, {digest[:12]}... now); restore it, or start a new "
+                             f"run with another --out")
+        self.model_sha256 = digest
+        spec = create_model(self.model, **self.model_options).spec
+        shape = (spec.in_channels, spec.image_size, spec.image_size)
+        fitting = [name for name in DATASETS if dataset_info(name).shape == shape]
+        self.dataset = self.dataset or (fitting[0] if fitting else None)
+        if self.dataset is None or dataset_info(self.dataset).shape != shape:
+            raise ValueError(f"{self.model} takes images of shape {shape}; "
+                             + (f"{self.dataset} images are {dataset_info(self.dataset).shape}" if self.dataset
+                                else f"none of {list(DATASETS)} has them"))
 
     def recipe(self) -> Recipe:
         """The preset's recipe with this run's ``lr`` and ``warmup_epochs``."""
         overrides = {"lr": self.lr, "warmup_epochs": self.warmup_epochs}
         return Recipe(**{**asdict(PRESETS[self.preset]), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def default_out(model: str) -> Path:
+    """The run folder of a model when ``--out`` is not given: ``runs/MODEL`` (``runs/FILE-FUNCTION`` for your own)."""
+    if user_file.is_model_file(model):
+        path, _, function = model.rpartition(":")
+        return Path("runs") / f"{Path(path).stem}-{function}"
+    return Path("runs") / model
 
 
 def default(name: str) -> Any:
