@@ -98,7 +98,7 @@ def test_imports_follow_the_floors():
     ("models/convnets.py", "from cemnet.data import load_dataset", "cemnet.models imports cemnet.data"),
     ("spectral.py", "import cemnet.nn", "cemnet.spectral imports cemnet.nn"),
     ("training/step.py", "from cemnet.cli import main", "cemnet.training imports cemnet.cli"),
-    ("data.py", "from cemnet import runtime", "cemnet.data imports cemnet.runtime"),
+    ("data/builtin.py", "from cemnet import runtime", "cemnet.data imports cemnet.runtime"),
     ("nn/norm.py", "from ..models import create_model", "cemnet.nn imports cemnet.models"),
 ])
 def test_a_forbidden_import_is_reported(tmp_path, room_name, line, forbidden):

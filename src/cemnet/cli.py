@@ -47,6 +47,22 @@ def _number(kind: type, minimum: float, inclusive: bool, what: str) -> Callable[
 
 
 POSITIVE_INT = _number(int, 1, True, "a whole number of at least 1")
+
+
+def _dataset(text: str) -> str:
+    if text in DATASETS or (text.startswith("folder:") and len(text) > len("folder:")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected one of {sorted(DATASETS)} or folder:PATH, got {text!r}")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
 COUNT = _number(int, 0, True, "a whole number of at least 0")
 POSITIVE = _number(float, 0.0, False, "a finite number greater than 0")
 NON_NEGATIVE = _number(float, 0.0, True, "a finite number of at least 0")
@@ -79,7 +95,7 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------------- subcommands
 
 
-TRAIN_OPTIONS = ("model", "dataset", "epochs", "batch_size", "preset", "lr", "warmup_epochs", "seed", "device",
+TRAIN_OPTIONS = ("model", "dataset", "channels", "image_size", "test_fraction", "epochs", "batch_size", "preset", "lr", "warmup_epochs", "seed", "device",
                  "kernels", "data_dir", "out", "limit_train", "limit_test", "stop_after", "bn_recalibration")
 
 
@@ -115,21 +131,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cemnet.data import dataset_info, load_dataset, normalize
+    from cemnet.data import open_dataset
     from cemnet.runtime import resolve_device
     from cemnet.training import evaluate
     from cemnet.training.checkpoint import load_model
 
     model, meta = load_model(args.checkpoint)
-    dataset = args.dataset or meta["dataset"]
-    data_dir = args.data_dir or meta.get("config", {}).get("data_dir")  # the folder the run was trained from
+    config = meta.get("config") or {}
+    dataset_name = args.dataset or meta["dataset"]
+    data_dir = args.data_dir or config.get("data_dir")  # the folder the run was trained from
     model.to(resolve_device(args.device or "auto"))
-    images, labels = load_dataset(dataset, "test", data_dir, download=args.download)
-    result = evaluate(model, normalize(images, dataset), labels, batch_size=args.batch_size)
-    print(f"{meta['model']} on {dataset} test ({result['count']} images): accuracy {result['accuracy']:.4f}, "
+    # A folder's images as the run saw them: its mode, side, split and training statistics.
+    dataset = open_dataset(dataset_name, data_dir, args.download, channels=config.get("channels"),
+                           image_size=config.get("image_size"), test_fraction=config.get("test_fraction", 0.2),
+                           statistics=meta.get("normalization") if dataset_name == meta["dataset"] else None)
+    images, labels = dataset.split("test")
+    result = evaluate(model, dataset.normalize(images), labels, batch_size=args.batch_size)
+    print(f"{meta['model']} on {dataset_name} test ({result['count']} images): accuracy {result['accuracy']:.4f}, "
           f"error rate {100 * (1 - result['accuracy']):.2f}%, loss {result['loss']:.4f}")
     print(f"  {'class':>12}  accuracy")
-    for name, accuracy in zip(dataset_info(dataset).classes, result["per_class"]):
+    for name, accuracy in zip(dataset.info.classes, result["per_class"]):
         print(f"  {name:>12}: {accuracy:.4f}")
     return 0
 
@@ -277,7 +298,15 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 def _train_parser(train: argparse.ArgumentParser) -> None:
     train.add_argument("--model", help=f"a preset from `cemnet models` (default: {default('model')}), or "
                                        "FILE.py:FUNCTION, a function returning your CNN (converted unless --as-cnn)")
-    train.add_argument("--dataset", choices=sorted(DATASETS), help="default: the data set the preset is built for")
+    train.add_argument("--dataset", type=_dataset, metavar="DATASET",
+                       help=f"{', '.join(sorted(DATASETS))} or folder:PATH (your images: PATH/train/<class>/, "
+                            f"PATH/test/<class>/, or PATH/<class>/); default: the data set the preset is built for")
+    train.add_argument("--channels", type=int, choices=[1, 3],
+                       help="folder:PATH: convert the images to grayscale (1) or RGB (3); default the mode most have")
+    train.add_argument("--image-size", type=POSITIVE_INT, metavar="S",
+                       help="folder:PATH: resize and centre-crop the images to S x S; default the model's")
+    train.add_argument("--test-fraction", type=_fraction, metavar="F",
+                       help="folder:PATH without test/: the share of each class held out for testing (default 0.2)")
     train.add_argument("--epochs", type=POSITIVE_INT,
                        help=f"epochs of the whole run (default: {default('epochs')}; the paper trains 800)")
     train.add_argument("--batch-size", type=POSITIVE_INT,
@@ -308,7 +337,8 @@ def _train_parser(train: argparse.ArgumentParser) -> None:
 
 def _eval_parser(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--checkpoint", required=True, help="a .safetensors file written by `cemnet train`")
-    evaluate.add_argument("--dataset", choices=sorted(DATASETS), help="default: the one it was trained on")
+    evaluate.add_argument("--dataset", type=_dataset, metavar="DATASET",
+                          help="default: the one it was trained on")
     evaluate.add_argument("--batch-size", type=POSITIVE_INT, default=500, help="images per forward (default: 500)")
     _add_common(evaluate, "the folder the run was trained from, else $CEMNET_DATA or ~/.cache/cemnet")
 

@@ -64,6 +64,23 @@ class NetSpec:
         """The same architecture without batch norm and/or dropout."""
         return replace(self, batch_norm=self.batch_norm and batch_norm, dropout=self.dropout if dropout else 0.0)
 
+    def sized(self, in_channels: int | None = None, image_size: int | None = None,
+              num_classes: int | None = None) -> NetSpec:
+        """The same architecture for other images: channels, side (a multiple of 2 per pool) and class count.
+
+        Raises:
+            ValueError: a side the pools do not divide, naming the sides that fit.
+        """
+        size = image_size or self.image_size
+        factor = 2 ** len(self.stages)
+        if size % factor or size < factor:
+            below, above = size // factor * factor, (size // factor + 1) * factor
+            fits = f"{below} or {above}" if below else f"{above}"
+            raise ValueError(f"this layer plan pools {len(self.stages)} times, so it takes images whose side is a "
+                             f"multiple of {factor}; {size} is not (sides that fit nearby: {fits}; --image-size)")
+        return replace(self, in_channels=in_channels or self.in_channels, image_size=size,
+                       num_classes=num_classes or self.num_classes)
+
     def plan(self) -> LayerPlan:
         """Conv, batch norm, Leaky ReLU and dropout per conv, a pool per stage; the MLP as the head."""
         steps: list[plan.Step] = []
@@ -283,6 +300,8 @@ OPTION_CHOICES = {
                     "trip), 'every-layer' (a real Leaky ReLU through the spatial domain for each activation), "
                     "'split' (a Leaky ReLU on the real and imaginary parts)",
     "spatial_stages": "the number of leading stages kept as the CNN's spatial layers before the transform (0: none)",
+    "in_channels, image_size, num_classes": "the images and classes (None: the paper's data set's); set from the "
+                                            "data by cemnet train --dataset folder:PATH",
 }
 
 
@@ -293,12 +312,13 @@ def _cemnet_preset(spec: NetSpec, fixed_stages: int | None, summary: str):
     def factory(*, weight_fixation: bool | str = True, fixed_stages: int = paper_fixed_stages,
                 batch_norm: bool = True, dropout: bool = True, conj: str = "input", storage: str = "frequency",
                 leaky_sigma: float = LEAKY_SIGMA, noise_in_eval: bool = False, half_spectrum: bool = False,
-                nonlinearity: str = "approximated", spatial_stages: int = 0) -> CEMNet:
+                nonlinearity: str = "approximated", spatial_stages: int = 0, in_channels: int | None = None,
+                image_size: int | None = None, num_classes: int | None = None) -> CEMNet:
         storage, fixation = fixation_storage(weight_fixation, storage)
         if not (isinstance(fixed_stages, int) and 0 <= fixed_stages <= len(spec.stages)):
             raise ValueError(f"fixed_stages must be a number of stages from 0 to {len(spec.stages)}, "
                              f"got {fixed_stages!r}")
-        return CEMNet(spec.ablate(batch_norm, dropout), conj=conj, storage=storage, fixation=fixation,
+        return CEMNet(spec.ablate(batch_norm, dropout).sized(in_channels, image_size, num_classes), conj=conj, storage=storage, fixation=fixation,
                       fixed_stages=fixed_stages, leaky_sigma=leaky_sigma, noise_in_eval=noise_in_eval,
                       half_spectrum=half_spectrum, nonlinearity=nonlinearity, spatial_stages=spatial_stages)
 
@@ -328,21 +348,24 @@ def fixation_storage(weight_fixation: bool | str, storage: str) -> tuple[str, st
 
 
 @register_model(dataset="mnist")
-def lenet5(*, batch_norm: bool = True, dropout: bool = True) -> ConvNet:
+def lenet5(*, batch_norm: bool = True, dropout: bool = True, in_channels: int | None = None,
+           image_size: int | None = None, num_classes: int | None = None) -> ConvNet:
     """Modified LeNet-5 CNN (paper Sec. 4.2): 6@5x5 and 16@5x5 "same" convs, FC 784-120-84-10."""
-    return ConvNet(LENET5.ablate(batch_norm, dropout))
+    return ConvNet(LENET5.ablate(batch_norm, dropout).sized(in_channels, image_size, num_classes))
 
 
 @register_model(dataset="cifar10")
-def vgg_small(*, batch_norm: bool = True, dropout: bool = True) -> ConvNet:
+def vgg_small(*, batch_norm: bool = True, dropout: bool = True, in_channels: int | None = None,
+              image_size: int | None = None, num_classes: int | None = None) -> ConvNet:
     """Small VGG CNN (paper Sec. 4.3): one 3x3 conv per block, widths 64-512, FC 512."""
-    return ConvNet(VGG_SMALL.ablate(batch_norm, dropout))
+    return ConvNet(VGG_SMALL.ablate(batch_norm, dropout).sized(in_channels, image_size, num_classes))
 
 
 @register_model(dataset="cifar10")
-def vgg_large(*, batch_norm: bool = True, dropout: bool = True) -> ConvNet:
+def vgg_large(*, batch_norm: bool = True, dropout: bool = True, in_channels: int | None = None,
+              image_size: int | None = None, num_classes: int | None = None) -> ConvNet:
     """Large VGG CNN (paper Sec. 4.3): 2,2,2,3,3 3x3 convs per block, widths 64-512, FC 512."""
-    return ConvNet(VGG_LARGE.ablate(batch_norm, dropout))
+    return ConvNet(VGG_LARGE.ablate(batch_norm, dropout).sized(in_channels, image_size, num_classes))
 
 
 register_model(dataset="mnist", twin="lenet5", name="cemnet-mnist")(

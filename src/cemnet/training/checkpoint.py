@@ -246,6 +246,9 @@ def check_model_description(path: str | Path, meta: dict[str, Any]) -> None:
         if saved is not None and saved != digest:
             raise CheckpointError(f"{path} holds your model {meta['model']}, whose file changed since it was trained "
                                   f"(SHA-256 {saved[:12]}... then, {digest[:12]}... now)")
+    elif meta["model"].startswith("python:"):
+        raise CheckpointError(f"{path} holds a model built in Python ({meta['model'][7:]}); build it again and load "
+                              f"the weights with cemnet.training.checkpoint.load_weights")
     elif meta["model"] not in list_models():
         raise CheckpointError(f"{path} holds a {meta['model']!r}, which this cemnet does not know")
 

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cemnet.data import DATASETS, dataset_info
+import torch
+
+from cemnet.data import DATASETS, dataset_info, is_folder, scan_folder
 from cemnet.models import create_model, model_info, user_file
 from cemnet.runtime import KERNEL_SETTINGS
 
@@ -58,8 +60,17 @@ class TrainConfig:
             (a function returning your CNN: :mod:`cemnet.models.user_file`).
         model_sha256: for ``FILE.py:FUNCTION``, the file's SHA-256 when the run
             began; a run whose file changed since is refused.
+        model: ``None`` for a model built in Python and handed to
+            :func:`cemnet.training.fit` (its checkpoints then hold weights
+            that only your code can rebuild a model for).
         dataset: default the data set the preset is built for (for your own
-            model, the one whose images its input shape takes).
+            model, the one whose images its input shape takes); or
+            ``folder:PATH``, your images (:mod:`cemnet.data.folder`): a
+            preset then takes the folder's channels, image size and classes.
+        channels, image_size: for ``folder:PATH``, the mode the images are
+            converted to (1 or 3; default the mode most files have, or your
+            model's) and the side they are resized to (default the model's).
+        test_fraction: for a folder without ``test/``, the share of each class held out for testing.
         epochs: epochs of the whole run (the paper trains 800).
         batch_size: global batch size (split over the processes under torchrun).
         preset: the optimizer recipe, a key of :data:`PRESETS`.
@@ -84,9 +95,12 @@ class TrainConfig:
         model_options: overrides for :func:`cemnet.models.create_model`.
     """
 
-    model: str = "cemnet-mnist"
+    model: str | None = "cemnet-mnist"
     model_sha256: str | None = None
     dataset: str | None = None
+    channels: int | None = None
+    image_size: int | None = None
+    test_fraction: float = 0.2
     epochs: int = 5
     batch_size: int = 100
     preset: str = "paper"
@@ -123,8 +137,21 @@ class TrainConfig:
             raise ValueError(f"warmup-epochs must be a number of epochs >= 0, got {self.warmup_epochs}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {self.seed}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image-size must be at least 1, got {self.image_size}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test-fraction must be between 0 and 1, got {self.test_fraction}")
+        if self.model is None:  # a model built in Python (cemnet.training.fit): nothing to check it against
+            self.out = self.out or "runs/python"
+            return
         if user_file.is_model_file(self.model):
-            self._check_model_file()
+            self.model_sha256 = self._check_model_file()
+        if self.dataset is not None and is_folder(self.dataset):
+            self._fit_model_to_folder()
+        elif user_file.is_model_file(self.model):
+            self._check_model_shape()
         else:
             built_for = model_info(self.model).dataset
             self.dataset = self.dataset or built_for
@@ -134,15 +161,44 @@ class TrainConfig:
                                  f"{self.dataset} (cemnet models)")
         self.out = self.out or str(default_out(self.model))
 
-    def _check_model_file(self) -> None:
-        """Your own model: the file unchanged since the run began, and data its input shape takes."""
+    def _check_model_file(self) -> str:
+        """Your own model: its file's SHA-256, refused when it changed since the run began."""
         digest = user_file.file_digest(self.model)
         if self.model_sha256 is not None and self.model_sha256 != digest:
             raise ValueError(f"--model {self.model}: the file changed since this run was trained (SHA-256 "
                              f"{self.model_sha256[:12]}... then, {digest[:12]}... now); restore it, or start a new "
                              f"run with another --out")
-        self.model_sha256 = digest
-        spec = create_model(self.model, **self.model_options).spec
+        return digest
+
+    def _fit_model_to_folder(self) -> None:
+        """A folder of images: a preset takes its channels, side and classes; your own model must fit them."""
+        scan = scan_folder(self.dataset[len("folder:"):], self.test_fraction)
+        with torch.device("meta"):  # shapes only
+            spec = create_model(self.model, **self.model_options).spec
+        if user_file.is_model_file(self.model):
+            self.channels = self.channels or spec.in_channels
+            self.image_size = self.image_size or spec.image_size
+            wanted = (self.channels, self.image_size, len(scan.classes))
+            built = (spec.in_channels, spec.image_size, spec.num_classes)
+            if wanted != built:
+                raise ValueError(f"{self.model} takes {built[0]}-channel {built[1]}x{built[1]} images and "
+                                 f"{built[2]} classes; {self.dataset} gives {wanted[0]}-channel "
+                                 f"{wanted[1]}x{wanted[1]} images and {wanted[2]} classes")
+            return
+        self.channels = self.channels or scan.channels
+        self.image_size = self.image_size or spec.image_size
+        sized = {"in_channels": self.channels, "image_size": self.image_size, "num_classes": len(scan.classes)}
+        self.model_options = {**self.model_options, **sized}
+        try:
+            with torch.device("meta"):
+                create_model(self.model, **self.model_options)
+        except ValueError as error:
+            raise ValueError(f"{self.model} on {self.dataset}: {error}") from None
+
+    def _check_model_shape(self) -> None:
+        """Your own model on a built-in data set: the data set whose images it takes."""
+        with torch.device("meta"):
+            spec = create_model(self.model, **self.model_options).spec
         shape = (spec.in_channels, spec.image_size, spec.image_size)
         fitting = [name for name in DATASETS if dataset_info(name).shape == shape]
         self.dataset = self.dataset or (fitting[0] if fitting else None)
@@ -157,8 +213,10 @@ class TrainConfig:
         return Recipe(**{**asdict(PRESETS[self.preset]), **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def default_out(model: str) -> Path:
+def default_out(model: str | None) -> Path:
     """The run folder of a model when ``--out`` is not given: ``runs/MODEL`` (``runs/FILE-FUNCTION`` for your own)."""
+    if model is None:
+        return Path("runs") / "python"
     if user_file.is_model_file(model):
         path, _, function = model.rpartition(":")
         return Path("runs") / f"{Path(path).stem}-{function}"

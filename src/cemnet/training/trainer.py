@@ -1,4 +1,8 @@
-"""``cemnet train``: a model preset trained with the paper's recipe (Sec. 4.2-4.3), top to bottom.
+"""Training with the paper's recipe (Sec. 4.2-4.3), top to bottom: :func:`fit` (any model, any data) and :func:`train`.
+
+:func:`train` (``cemnet train``) reads its data set and builds its model from
+a :class:`TrainConfig`, then runs :func:`fit`, the one training path; from
+Python, :func:`fit` takes your model and your data directly.
 
 Order of a run: process (device, kernels, torchrun) -> run folder (locked)
 -> data -> model and training step -> resume -> epochs (steps, then
@@ -25,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cemnet import runtime
-from cemnet.data import iterate_batches, load_dataset, normalize
+from cemnet.data import iterate_batches, open_dataset
 from cemnet.models import count_parameters, create_model
 from cemnet.training import checkpoint as ckpt
 from cemnet.training.config import TrainConfig
@@ -56,12 +60,14 @@ class Interrupted(KeyboardInterrupt):
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Train ``config.model``; returns the last epoch's metrics, the run folder and the model.
+    """Train ``config.model`` on ``config.dataset``; returns the last epoch's metrics, the run folder and the model.
 
-    Writes to ``config.out`` (:mod:`cemnet.training.run_folder`): ``metrics.csv``
-    (one row per epoch), ``last`` and ``best`` checkpoints (best by test
-    accuracy: the paper has no validation split), and TensorBoard events when
-    ``tensorboard`` is installed.
+    Reads the data set (:func:`cemnet.data.open_dataset`, normalised with
+    its statistics, on the device), builds the model (seeded), and runs
+    :func:`fit`. Writes to ``config.out`` (:mod:`cemnet.training.run_folder`):
+    ``metrics.csv`` (one row per epoch), ``last`` and ``best`` checkpoints
+    (best by test accuracy: the paper has no validation split), and
+    TensorBoard events when ``tensorboard`` is installed.
 
     Args:
         config: the run's settings.
@@ -75,6 +81,49 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         ValueError: ``resume`` with settings that differ from the run's.
         Interrupted: after Ctrl-C or SIGTERM, once ``last`` has been saved.
     """
+    if config.model is None:
+        raise ValueError("train() builds config.model; for a model built in Python, call fit(model, ...)")
+    return _fit(None, None, None, config, resume, overwrite)
+
+
+def fit(model: nn.Module, train_data: Any, test_data: Any, config: TrainConfig | None = None, *,
+        resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train any model on any data with cemnet's recipe, run folder, checkpoints, metrics and exact resume.
+
+    The same path as ``cemnet train`` (:func:`train` runs through it): the
+    recipe of ``config.preset``, the learning-rate schedule, Weight Fixation
+    of frequency layers, batch-norm recalibration and evaluation after each
+    epoch, ``metrics.csv``, the ``last`` and ``best`` checkpoints, Ctrl-C
+    saving ``last``, ``resume=True`` continuing bit for bit.
+
+    Args:
+        model: a CEMNet preset, a :func:`cemnet.from_cnn` twin, a CNN: any
+            module from ``(B, C, H, W)`` images to logits.
+        train_data, test_data: each a ``torch.utils.data.Dataset`` of
+            ``(image, label)`` pairs, a ``DataLoader`` of ``(images, labels)``
+            batches, or an ``(images, labels)`` pair of tensors. They are read
+            once, in order, into tensors on the device (cemnet's data sets
+            are small enough to live there); the batches of each epoch are then
+            drawn from ``config.seed``, so a resume sees the same order. Images
+            are used as given: normalise them yourself.
+        config: the run's settings (``TrainConfig(model=None, out=...)``; its
+            ``model`` and ``dataset`` are not read). Default: the paper's
+            recipe, 5 epochs, into ``runs/python``.
+        resume, overwrite: as for :func:`train`.
+
+    Returns:
+        the last epoch's metrics, ``best_test_accuracy``, ``out``, ``epochs_run`` and ``model``.
+
+    Checkpoints of a model built in Python record its class name; rebuild the
+    model yourself and load them with :func:`cemnet.training.checkpoint.load_weights`.
+    """
+    config = config or TrainConfig(model=None)
+    return _fit(model, train_data, test_data, config, resume, overwrite)
+
+
+def _fit(model: nn.Module | None, train_data: Any, test_data: Any, config: TrainConfig, resume: bool,
+         overwrite: bool) -> dict[str, Any]:
+    """The one training path: ``model`` and the data given (:func:`fit`) or read from ``config`` (:func:`train`)."""
     with runtime.using_kernels(config.kernels):
         device, world = init_distributed(runtime.resolve_device(config.device))
         folder = RunFolder(config.out, resume, overwrite) if world.main else None
@@ -82,12 +131,24 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             last = Path(config.out) / "last.safetensors"
             if resume and last.is_file():  # before the data are read: a changed --dataset is a changed setting
                 meta = ckpt.read_header(last)["meta"]
-                ckpt.check_model_description(last, meta)
+                if config.model is not None:
+                    ckpt.check_model_description(last, meta)
                 _check_same_settings(last, meta.get("config"), config)
             kernels = runtime.kernels_in_use(device)
-            train_x, train_y = _load_split(config, "train", config.limit_train, device)
-            test_x, test_y = _load_split(config, "test", config.limit_test, device)
-            run = _Run(config, device, world, kernels, len(train_y), folder, resume)
+            extra_meta: dict[str, Any] = {}
+            if model is None:  # train(): the configured data set, normalised, and the preset built seeded
+                dataset = open_dataset(config.dataset, config.data_dir, config.download, channels=config.channels,
+                                       image_size=config.image_size, test_fraction=config.test_fraction)
+                train_x, train_y = _on_device_split(dataset, "train", config.limit_train, device)
+                test_x, test_y = _on_device_split(dataset, "test", config.limit_test, device)
+                extra_meta["normalization"] = {"mean": list(dataset.info.mean), "std": list(dataset.info.std)}
+                torch.manual_seed(config.seed)  # identical initial weights on every rank
+                model = create_model(config.model, **config.model_options)
+            else:
+                train_x, train_y = _as_tensors(train_data, config.limit_train, device, "train_data")
+                test_x, test_y = _as_tensors(test_data, config.limit_test, device, "test_data")
+            run = _Run(config, model.to(device), device, world, kernels, len(train_y), folder, resume, extra_meta,
+                       num_classes=int(max(train_y.max(), test_y.max())) + 1)
             run.announce(len(train_y), len(test_y))
             with _signals_requested() as interrupt:
                 for epoch in range(run.start_epoch, run.last_epoch):
@@ -103,9 +164,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
 class _Run:
     """The state of one training run: model, step, position, logs, and how each epoch goes."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, world: World, kernels: str, train_size: int,
-                 folder: RunFolder | None, resume: bool) -> None:
+    def __init__(self, config: TrainConfig, model: nn.Module, device: torch.device, world: World, kernels: str,
+                 train_size: int, folder: RunFolder | None, resume: bool, extra_meta: dict[str, Any],
+                 num_classes: int) -> None:
         self.config, self.device, self.world, self.kernels, self.folder = config, device, world, kernels, folder
+        self.extra_meta = extra_meta
         if config.batch_size % world.size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.size} processes")
         self.local_batch = config.batch_size // world.size
@@ -113,8 +176,7 @@ class _Run:
         shard = -(-train_size // world.size)  # samples per rank, padded as iterate_batches does
         self.steps_per_epoch = -(-shard // self.local_batch)
         recipe = config.recipe()
-        torch.manual_seed(config.seed)  # identical initial weights on every rank
-        self.model = create_model(config.model, **config.model_options).to(device)
+        self.model = model
         torch.manual_seed(config.seed + world.rank)  # noise and dropout draws differ per rank, as the data do
         network = nn.parallel.DistributedDataParallel(self.model) if world.size > 1 else None
         self.graphs = self._graphs_possible(recipe)
@@ -126,7 +188,8 @@ class _Run:
         self.read_every = 1 if device.type == "cpu" else READ_EVERY_CUDA
         self.start_epoch, self.start_step, self.best_accuracy = 0, 0, -1.0
         self.partial = [0.0, 0.0, 0.0, 0.0]  # this rank's loss sum, correct, seen, seconds of an interrupted epoch
-        self.diverged_loss = DIVERGED_LOSS_FACTOR * math.log(self.model.spec.num_classes)
+        spec = getattr(model, "spec", None)
+        self.diverged_loss = DIVERGED_LOSS_FACTOR * math.log(spec.num_classes if spec is not None else num_classes)
         if resume:
             self._resume()
         stop = config.epochs if config.stop_after is None else self.start_epoch + config.stop_after
@@ -183,8 +246,9 @@ class _Run:
         if not self.world.main:
             return
         config = self.config
-        print(f"{config.model}: {count_parameters(self.model):,} parameters on {self.device}, {self.world.size} "
-              f"process(es), {self.kernels} kernels; {config.dataset}: {train_size:,} train / {test_size:,} test "
+        print(f"{config.model or type(self.model).__name__}: {count_parameters(self.model):,} parameters on "
+              f"{self.device}, {self.world.size} process(es), {self.kernels} kernels; {config.dataset or 'your data'}: "
+              f"{train_size:,} train / {test_size:,} test "
               f"images; preset {config.preset}, {config.epochs} epochs of {self.steps_per_epoch} steps, batch "
               f"{config.batch_size}", flush=True)
         try:
@@ -298,8 +362,9 @@ class _Run:
         if not self.world.main:
             return
         config = self.config
-        meta = {"model": config.model, "model_options": config.model_options, "dataset": config.dataset,
-                "epoch": epoch, "step": step, "metrics": metrics, "kernels": self.kernels, "config": asdict(config)}
+        meta = {"model": config.model or f"python:{type(self.model).__name__}", "model_options": config.model_options,
+                "dataset": config.dataset, "epoch": epoch, "step": step, "metrics": metrics, "kernels": self.kernels,
+                "config": asdict(config), **self.extra_meta}
         state = {**self.step.state_dict(), "rng": [rank["rng"] for rank in ranks], "epoch": epoch, "step": step,
                  "best_accuracy": self.best_accuracy, "partial": [list(rank["partial"]) for rank in ranks]}
         ckpt.save_checkpoint(self.out, name, self.model, meta, state)
@@ -384,13 +449,35 @@ def _on_device(batches: list[torch.Tensor], device: torch.device) -> list[torch.
     return list(order.split([len(batch) for batch in batches]))
 
 
-def _load_split(config: TrainConfig, split: str, limit: int | None,
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A split, normalised, on the device: the data sets are small enough to live there (no loader, no copies)."""
-    images, labels = load_dataset(config.dataset, split, config.data_dir, download=config.download)
+def _on_device_split(dataset, split: str, limit: int | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split of a data set, normalised, on the device: the data sets are small enough to live there."""
+    images, labels = dataset.split(split)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    return normalize(images, config.dataset).to(device), labels.to(device)
+    return dataset.normalize(images).to(device), labels.to(device)
+
+
+def _as_tensors(data: Any, limit: int | None, device: torch.device, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` tensors of a Dataset, a DataLoader or a pair of tensors, read once in order."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        images, labels = data
+    elif isinstance(data, torch.utils.data.DataLoader):
+        batches = list(data)
+        images, labels = torch.cat([b[0] for b in batches]), torch.cat([torch.as_tensor(b[1]) for b in batches])
+    elif isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        count = len(data) if limit is None else min(limit, len(data))
+        items = [data[index] for index in range(count)]
+        images = torch.stack([torch.as_tensor(item[0]) for item in items])
+        labels = torch.as_tensor([int(item[1]) for item in items])
+    else:
+        raise ValueError(f"{name} must be a Dataset of (image, label) pairs, a DataLoader of (images, labels) "
+                         f"batches, or an (images, labels) pair of tensors; got {type(data).__name__}")
+    if images.dim() != 4 or labels.dim() != 1 or len(images) != len(labels) or len(labels) == 0:
+        raise ValueError(f"{name}: expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return images.float().to(device), labels.long().to(device)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
