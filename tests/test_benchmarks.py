@@ -55,3 +55,21 @@ def test_draws_benchmark_prints_the_helper_thread_ratios_and_the_kernel():
     out = run_script("benchmarks/draws.py", "--sizes", "20000", "--repeats", "2")
     assert "20,000 numbers: alone" in out and "after a parallel operation" in out
     assert "native noise factor, 1 thread(s):" in out or "cannot be built" in out
+
+
+def test_fixation_loss_measures_every_fixed_layer(tmp_path, data_dir):
+    out = tmp_path / "loss.json"
+    printed = run_script("benchmarks/fixation_loss.py", "--models", "cemnet-small", "--steps", "2", "--batch-size",
+                         "4", "-O", "half_spectrum=true", "--out", str(out))
+    import json
+
+    result = json.loads(out.read_text())["results"]["cemnet-small"]
+    assert set(result) == {"true", "gradient"} and len(result["true"]["fractions"]) == 5  # every block fixed
+    assert all(0 <= value <= 1 for values in result["true"]["fractions"].values() for value in values)
+    assert out.with_suffix(".png").is_file() and "features.1" in printed
+
+
+def test_beyond_steps_prints_a_ratio_per_row(tmp_path):
+    out = run_script("benchmarks/beyond_steps.py", "--repeats", "1", "--batch-size", "2", "--out",
+                     str(tmp_path / "beyond.json"))
+    assert out.count("x ±") == 6 and "small-half-every-layer" in out
