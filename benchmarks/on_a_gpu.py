@@ -12,8 +12,11 @@ it ends, so that an interrupted run still leaves its numbers. In order:
    and the half-spectrum models eager with their step memory;
 3. rows of the paper's Table 2 (CIFAR-10), in this order: the small CNN, the
    small CEMNet, its three ablations, FCNN's reconstruction, the large CNN and
-   CEMNet; each ``cemnet train --epochs EPOCHS`` (its step replayed as a CUDA
-   graph), until the time is up. A row still training then is stopped with
+   CEMNet; then the rows beyond the paper (``cemnet reproduce beyond`` and
+   ``fixation``: the true nonlinearities, the spatial first stage and the
+   Weight Fixation variants, for the small and the large CEMNet); each
+   ``cemnet train --epochs EPOCHS`` (its step replayed as a CUDA graph),
+   until the time is up. A row still training then is stopped with
    SIGTERM, which saves it; the JSON says how many epochs each row ran. The
    images per second of the graphed training come from the rows' metrics.
 
@@ -43,6 +46,17 @@ ROWS = [  # (row, model, options): the order in which Table 2's rows are trained
     ("fcnn", "fcnn-small", []),
     ("vgg-large", "vgg-large", []),
     ("large-cemnet", "cemnet-large", []),
+    # Beyond the paper: the same options as `cemnet reproduce beyond` and `fixation`, at this script's epochs.
+    *[(f"{size}-half{suffix}", f"cemnet-{size}", ["-O", "half_spectrum=true", *options])
+      for size in ("small", "large")
+      for suffix, options in (("", []), ("-at-pools", ["-O", "nonlinearity=at-pools"]),
+                              ("-every-layer", ["-O", "nonlinearity=every-layer"]),
+                              ("-split", ["-O", "nonlinearity=split"]),
+                              ("-spatial-1", ["-O", "spatial_stages=1"]),
+                              ("-fix-all", ["-O", "fixed_stages=5"]),
+                              ("-free", ["-O", "weight_fixation=false"]),
+                              ("-gradient", ["-O", "weight_fixation=gradient"]),
+                              ("-spatial-storage", ["-O", "storage=spatial"]))],
 ]
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
