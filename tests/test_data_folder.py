@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 import cemnet
 from cemnet.cli import EXIT_USAGE, main
-from cemnet.data import DataError, folder, open_dataset, scan_folder
+from cemnet.data import folder, open_dataset, scan_folder
 from cemnet.training import TrainConfig, fit
 
 QUICK = ["--model", "cemnet-mnist", "--image-size", "16", "--epochs", "2", "--batch-size", "10",

@@ -6,7 +6,15 @@ import torch.nn.functional as F
 from conftest import assert_rel_close
 
 from cemnet import nn as cnn
-from cemnet.models import CEMNet, ConvNet, NetSpec, count_parameters, create_model, list_models, model_info
+from cemnet.models import (
+    CEMNet,
+    ConvNet,
+    NetSpec,
+    count_parameters,
+    create_model,
+    list_models,
+    model_info,
+)
 
 # Parameter counts written out from the architectures (paper Sec. 4), not read off the code.
 # Convs/FCs followed by batch norm have no bias; a complex weight counts as two reals.

@@ -158,7 +158,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
-    from cemnet.models import OPTION_CHOICES, count_parameters, create_model, list_models, model_info
+    from cemnet.models import (
+        OPTION_CHOICES,
+        count_parameters,
+        create_model,
+        list_models,
+        model_info,
+    )
 
     print(f"{'name':<14} {'data':<8} {'twin of':<10} {'parameters':>12}  description")
     for name in list_models(args.pattern):

@@ -54,9 +54,9 @@ from torch import nn
 
 from cemnet.nn import (
     GroupedLinear,
+    SpatialLeakyReLU,
     SpectralBatchNorm2d,
     SpectralConv2d,
-    SpatialLeakyReLU,
     SpectralMaxPool2d,
     ToFrequency,
 )

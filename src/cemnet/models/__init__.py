@@ -28,15 +28,15 @@ from cemnet.models._registry import (
 )
 from cemnet.models.convnets import OPTION_CHOICES, CEMNet, ConvNet, NetSpec
 from cemnet.models.fcnn import FCNN
-from cemnet.models.reader import from_cnn, read_plan
 from cemnet.models.plan import LayerPlan
+from cemnet.models.reader import from_cnn, read_plan
 
 __all__ = [
     "FCNN",
-    "LayerPlan",
     "OPTION_CHOICES",
     "CEMNet",
     "ConvNet",
+    "LayerPlan",
     "ModelInfo",
     "NetSpec",
     "count_parameters",

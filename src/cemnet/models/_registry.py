@@ -64,7 +64,9 @@ def model_info(name: str) -> ModelInfo:
     the default its CEMNet (:mod:`cemnet.models.user_file`). Unknown names
     raise with the known ones.
     """
-    from cemnet.models import user_file  # it builds on the presets' modules, which import this one
+    from cemnet.models import (
+        user_file,  # it builds on the presets' modules, which import this one
+    )
 
     if user_file.is_model_file(name):
         factory = user_file.factory(name)

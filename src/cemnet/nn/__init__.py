@@ -27,7 +27,13 @@ separate real numbers.
 
 from cemnet.nn import functional
 from cemnet.nn.activation import SpatialLeakyReLU, SplitLeakyReLU
-from cemnet.nn.conv import FIXATIONS, STORAGES, FFTConv2d, SpectralConv2d, apply_weight_fixation
+from cemnet.nn.conv import (
+    FIXATIONS,
+    STORAGES,
+    FFTConv2d,
+    SpectralConv2d,
+    apply_weight_fixation,
+)
 from cemnet.nn.head import GroupedLinear, TwoBranchHead, mlp_branch
 from cemnet.nn.noise import SpectralDropout, SpectralLeakyReLU, SpectralSequential
 from cemnet.nn.norm import SpectralBatchNorm2d
@@ -39,13 +45,13 @@ __all__ = [
     "STORAGES",
     "FFTConv2d",
     "GroupedLinear",
+    "SpatialLeakyReLU",
     "SpectralBatchNorm2d",
     "SpectralConv2d",
     "SpectralDropout",
     "SpectralLeakyReLU",
     "SpectralMaxPool2d",
     "SpectralSequential",
-    "SpatialLeakyReLU",
     "SpectralTruncation2d",
     "SplitLeakyReLU",
     "ToFrequency",

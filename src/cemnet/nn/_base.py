@@ -70,3 +70,21 @@ class _SpectralModule(nn.Module):
             elif parameter.default is parameter.empty or value != parameter.default:
                 parts.append(f"{name}={value!r}")
         return ", ".join(parts)
+
+
+class _GridModule(_SpectralModule):
+    """A layer bound to one :class:`~cemnet.spectral.SpectralGrid`, ``self.grid``, set by its constructor.
+
+    ``input_size`` and ``half`` read the grid back: they are constructor
+    arguments, and ``extra_repr`` prints them from these attributes.
+    """
+
+    grid: SpectralGrid
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.grid.size
+
+    @property
+    def half(self) -> bool:
+        return self.grid.half

@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 
 from cemnet.nn import functional as SF
-from cemnet.nn._base import _SpectralModule
+from cemnet.nn._base import _GridModule, _SpectralModule
 from cemnet.spectral import SpectralGrid
 
 
-class SpatialLeakyReLU(_SpectralModule):
+class SpatialLeakyReLU(_GridModule):
     """``fft2(leaky_relu(ifft2(x)))``: the CNN's Leaky ReLU, applied to the spatial signal of a spectrum.
 
     For the spectrum of a real signal this is exactly the spectrum of
@@ -42,14 +42,6 @@ class SpatialLeakyReLU(_SpectralModule):
         super().__init__()
         self.negative_slope = negative_slope
         self.grid = SpectralGrid.of(input_size, half)
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.grid.size
-
-    @property
-    def half(self) -> bool:
-        return self.grid.half
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_spectrum(x, grid=self.grid)

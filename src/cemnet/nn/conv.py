@@ -7,7 +7,7 @@ from torch import nn
 
 from cemnet import spectral
 from cemnet.nn import functional as SF
-from cemnet.nn._base import _SpectralModule
+from cemnet.nn._base import _GridModule
 from cemnet.spectral import SpectralGrid
 
 STORAGES = ("spatial", "frequency", "free")
@@ -17,7 +17,7 @@ STORAGES = ("spatial", "frequency", "free")
 FIXATIONS = ("weights", "gradient")
 
 
-class SpectralConv2d(_SpectralModule):
+class SpectralConv2d(_GridModule):
     r"""The paper's element-wise multiplication layer (Sec. 3.1.1, Eq. 4 and 6).
 
     .. math::
@@ -123,14 +123,6 @@ class SpectralConv2d(_SpectralModule):
 
     def _default_anchor(self) -> str:
         return "corner" if self.conj == "input" else "center"
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.grid.size
-
-    @property
-    def half(self) -> bool:
-        return self.grid.half
 
     def reset_parameters(self) -> None:
         """He-normal spatial kernel (the paper's ``he_normal``), transformed for frequency storage."""
