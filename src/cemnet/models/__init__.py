@@ -30,6 +30,7 @@ from cemnet.models.convnets import OPTION_CHOICES, CEMNet, ConvNet, NetSpec
 from cemnet.models.fcnn import FCNN
 from cemnet.models.plan import LayerPlan
 from cemnet.models.reader import from_cnn, read_plan
+from cemnet.models.user_file import is_model_file  # registers the FILE.py:FUNCTION names
 
 __all__ = [
     "FCNN",
@@ -42,6 +43,7 @@ __all__ = [
     "count_parameters",
     "create_model",
     "from_cnn",
+    "is_model_file",
     "list_models",
     "model_info",
     "parse_option",

@@ -57,25 +57,30 @@ def register_model(dataset: str, twin: str | None = None, name: str | None = Non
     return decorate
 
 
-def model_info(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of a preset, or of a model of your own named ``FILE.py:FUNCTION``.
+_RESOLVERS: list[Callable[[str], ModelInfo | None]] = []
 
-    A file's model is its own twin: the option ``as_cnn=True`` gives the CNN,
-    the default its CEMNet (:mod:`cemnet.models.user_file`). Unknown names
-    raise with the known ones.
+
+def register_resolver(resolve: Callable[[str], ModelInfo | None]) -> None:
+    """Add a way to name models beyond the presets: ``resolve(name)`` gives a :class:`ModelInfo`, or ``None``.
+
+    :mod:`cemnet.models.user_file` registers ``FILE.py:FUNCTION`` names this way.
     """
-    from cemnet.models import (
-        user_file,  # it builds on the presets' modules, which import this one
-    )
+    _RESOLVERS.append(resolve)
 
-    if user_file.is_model_file(name):
-        factory = user_file.factory(name)
-        return ModelInfo(name, factory, None, name, factory.__doc__)
-    try:
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a preset, or of a name a resolver knows (``FILE.py:FUNCTION``).
+
+    Unknown names raise with the known ones.
+    """
+    if name in _MODELS:
         return _MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of {list_models()}, or FILE.py:FUNCTION (a function "
-                         f"that returns your CNN)") from None
+    for resolve in _RESOLVERS:
+        info = resolve(name)
+        if info is not None:
+            return info
+    raise ValueError(f"unknown model {name!r}; expected one of {list_models()}, or FILE.py:FUNCTION (a function "
+                     f"that returns your CNN)")
 
 
 def create_model(name: str, **overrides) -> nn.Module:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cemnet.models._registry import ModelInfo, register_resolver
 from cemnet.models.convnets import LEAKY_SIGMA
 from cemnet.models.reader import from_cnn, read_plan
 
@@ -95,3 +96,14 @@ def factory(name: str) -> Callable[..., nn.Module]:
 
     build.__doc__ = f"Your CNN from {name}, converted by cemnet.from_cnn (as_cnn=true: the CNN itself)."
     return build
+
+
+def _resolve(name: str) -> ModelInfo | None:
+    """A ``FILE.py:FUNCTION`` model is its own twin: ``as_cnn=True`` gives the CNN, the default its CEMNet."""
+    if not is_model_file(name):
+        return None
+    build = factory(name)
+    return ModelInfo(name, build, None, name, build.__doc__)
+
+
+register_resolver(_resolve)
