@@ -163,7 +163,7 @@ def _sequential(*layers, features=3 * 16 * 16):
     (nn.Sequential(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.MaxPool2d(2)),
                    nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Tanh())),
      r"1\.1 \(Tanh\): this layer is not"),
-    (Residual(), r"cannot convert add \(in Residual.forward\) \(add\): a residual addition"),
+    (Residual(), r"cannot convert Residual.forward's add \(function add\): a residual addition"),
 ])
 def test_what_cannot_be_mapped_is_refused_naming_the_layer(model, message):
     with pytest.raises(ValueError, match=message) as raised:

@@ -138,7 +138,7 @@ def _argument(node: fx.Node, index: int, name: str, default: Any) -> Any:
 
 def _read_function(path: str, node: fx.Node) -> _Call:
     target = node.target
-    name = getattr(target, "__name__", str(target))
+    name = f"method .{target}()" if node.op == "call_method" else f"function {getattr(target, '__name__', target)}"
     if target in (F.relu, torch.relu) or (node.op == "call_method" and target in ("relu", "relu_")):
         return _Call(path, name, plan.Activation(0.0))
     if target is F.leaky_relu or (node.op == "call_method" and target == "leaky_relu"):
@@ -198,7 +198,7 @@ def _trace(model: nn.Module) -> list[_Call]:
             continue  # shape queries (x.view(x.size(0), -1)): no computation on the activations
         if node.op == "get_attr":
             raise _refuse(str(node.target), "tensor attribute", "a tensor used outside a layer")
-        path = node.target if node.op == "call_module" else f"{node.name} (in {type(model).__name__}.forward)"
+        path = node.target if node.op == "call_module" else f"{type(model).__name__}.forward's {node.name}"
         call = (_read_module(path, model.get_submodule(node.target)) if node.op == "call_module"
                 else _read_function(path, node))
         tensors = [arg for arg in node.all_input_nodes
