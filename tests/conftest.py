@@ -58,3 +58,11 @@ def data_dir() -> Path:
     if path is None or not (path / "mnist").is_dir():
         pytest.skip("real MNIST not found: set CEMNET_DATA to a folder holding mnist/")
     return path
+
+
+@pytest.fixture
+def cifar_dir() -> Path:
+    path = shared_data_dir()
+    if path is None or not (path / "cifar10").is_dir():
+        pytest.skip("real CIFAR-10 not found: set CEMNET_DATA to a folder holding cifar10/")
+    return path

@@ -57,7 +57,7 @@ def test_draws_benchmark_prints_the_helper_thread_ratios_and_the_kernel():
     assert "native noise factor, 1 thread(s):" in out or "cannot be built" in out
 
 
-def test_fixation_loss_measures_every_fixed_layer(tmp_path, data_dir):
+def test_fixation_loss_measures_every_fixed_layer(tmp_path, cifar_dir):
     out = tmp_path / "loss.json"
     printed = run_script("benchmarks/fixation_loss.py", "--models", "cemnet-small", "--steps", "2", "--batch-size",
                          "4", "-O", "half_spectrum=true", "--out", str(out))
@@ -73,3 +73,9 @@ def test_beyond_steps_prints_a_ratio_per_row(tmp_path):
     out = run_script("benchmarks/beyond_steps.py", "--repeats", "1", "--batch-size", "2", "--out",
                      str(tmp_path / "beyond.json"))
     assert out.count("x ±") == 6 and "small-half-every-layer" in out
+
+
+def test_folder_speed_compares_a_folder_with_cifar10(tmp_path, cifar_dir):
+    run_script("scripts/cifar_folder.py", str(tmp_path / "images"), "--per-class", "5")
+    out = run_script("benchmarks/folder_speed.py", str(tmp_path / "images"), "-O", "half_spectrum=true")
+    assert "first open (decoding)" in out and "ratio" in out

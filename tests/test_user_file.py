@@ -48,12 +48,12 @@ def test_your_own_cnn_is_its_own_twin(own):
     assert cnn.spec == twin.spec  # both twins on the same plan
 
 
-def test_train_resume_exactly_and_evaluate_your_own_cnn(own, data_dir, tmp_path, capsys):
+def test_train_resume_exactly_and_evaluate_your_own_cnn(own, cifar_dir, tmp_path, capsys):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    args = ["train", "--model", own, "--dataset", "cifar10", "--data-dir", str(data_dir), *QUICK]
+    args = ["train", "--model", own, "--dataset", "cifar10", "--data-dir", str(cifar_dir), *QUICK]
     assert main([*args, "--out", str(whole)]) == 0
     assert main([*args, "--out", str(split), "--stop-after", "1"]) == 0
-    assert main(["train", "--out", str(split), "--resume", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    assert main(["train", "--out", str(split), "--resume", "--data-dir", str(cifar_dir), "--no-progress"]) == 0
     rows = [(split / "metrics.csv").read_text().splitlines(), (whole / "metrics.csv").read_text().splitlines()]
     assert [row.split(",")[:6] for row in rows[0]] == [row.split(",")[:6] for row in rows[1]]
     losses = [float(row.split(",")[2]) for row in rows[1][1:]]
@@ -61,21 +61,21 @@ def test_train_resume_exactly_and_evaluate_your_own_cnn(own, data_dir, tmp_path,
     weights = [load_file(str(folder / "last.safetensors")) for folder in (split, whole)]
     assert all((weights[0][key] == weights[1][key]).all() for key in weights[1])  # resumed exactly
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(whole / "best.safetensors"), "--data-dir", str(data_dir)]) == 0
+    assert main(["eval", "--checkpoint", str(whole / "best.safetensors"), "--data-dir", str(cifar_dir)]) == 0
     assert f"{own} on cifar10 test" in capsys.readouterr().out
 
 
-def test_a_changed_file_is_refused_by_resume_and_eval(own, data_dir, tmp_path, capsys):
+def test_a_changed_file_is_refused_by_resume_and_eval(own, cifar_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", own, "--data-dir", str(data_dir), *QUICK, "--out", str(run),
+    assert main(["train", "--model", own, "--data-dir", str(cifar_dir), *QUICK, "--out", str(run),
                  "--stop-after", "1"]) == 0
     path = own.rpartition(":")[0]
     with open(path, "a") as handle:
         handle.write("# edited\n")
     capsys.readouterr()
-    assert main(["train", "--out", str(run), "--resume", "--data-dir", str(data_dir)]) == EXIT_USAGE
+    assert main(["train", "--out", str(run), "--resume", "--data-dir", str(cifar_dir)]) == EXIT_USAGE
     assert "the file changed since this run was trained" in capsys.readouterr().err
-    assert main(["eval", "--checkpoint", str(run / "last.safetensors"), "--data-dir", str(data_dir)]) == EXIT_USAGE
+    assert main(["eval", "--checkpoint", str(run / "last.safetensors"), "--data-dir", str(cifar_dir)]) == EXIT_USAGE
     assert "whose file changed since it was trained" in capsys.readouterr().err
 
 
