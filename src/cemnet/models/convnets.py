@@ -119,7 +119,7 @@ def spatial_layer(step: plan.Step) -> nn.Module:
         return nn.Conv2d(step.in_channels, step.out_channels, step.kernel_size, padding=step.kernel_size // 2,
                          bias=step.bias)
     if isinstance(step, plan.BatchNorm):
-        return nn.BatchNorm2d(step.channels)
+        return nn.BatchNorm2d(step.channels, step.eps, step.momentum)
     if isinstance(step, plan.Activation):
         return nn.LeakyReLU(step.negative_slope)
     if isinstance(step, plan.Dropout):
@@ -268,7 +268,7 @@ def _spectral_layer(step: plan.Step, grid: SpectralGrid, conj: str, storage: str
         return cnn.SpectralConv2d(step.in_channels, step.out_channels, step.kernel_size, grid.size, conj=conj,
                                   storage=storage, fixation=fixation, bias=step.bias, half=grid.half)
     if isinstance(step, plan.BatchNorm):
-        return cnn.SpectralBatchNorm2d(step.channels)
+        return cnn.SpectralBatchNorm2d(step.channels, step.eps, step.momentum)
     if isinstance(step, plan.Activation):
         if nonlinearity == "every-layer":
             return cnn.SpatialLeakyReLU(step.negative_slope, grid.size, half=grid.half)

@@ -40,9 +40,11 @@ class Conv:
 
 @dataclass(frozen=True)
 class BatchNorm:
-    """Batch norm over ``channels`` feature maps."""
+    """Batch norm over ``channels`` feature maps (``eps`` and ``momentum`` as ``nn.BatchNorm2d``'s)."""
 
     channels: int
+    eps: float = 1e-5
+    momentum: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,9 @@ def _read_module(path: str, module: nn.Module) -> _Call:
     if type(module) is nn.Conv2d:
         return _Call(path, kind, _read_conv(path, module), module)
     if type(module) is nn.BatchNorm2d:
-        if not (module.affine and module.track_running_stats):
-            raise _refuse(path, kind, "a batch norm without affine parameters or running statistics")
-        return _Call(path, kind, plan.BatchNorm(module.num_features), module)
+        if not (module.affine and module.track_running_stats and module.momentum is not None):
+            raise _refuse(path, kind, "a batch norm without affine parameters, running statistics or momentum")
+        return _Call(path, kind, plan.BatchNorm(module.num_features, module.eps, module.momentum), module)
     if type(module) is nn.ReLU:
         return _Call(path, kind, plan.Activation(0.0))
     if type(module) is nn.LeakyReLU:
