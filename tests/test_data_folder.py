@@ -43,7 +43,7 @@ def make_folder(root, classes=("cat", "dog", "owl"), per_class=12, test=True, mo
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder, "_cache_folder", lambda: tmp_path / "cache")
     folder._DECODED.clear()
 
 
