@@ -224,7 +224,10 @@ class CEMNet(nn.Module):
                              f"got {spatial_stages!r}")
         modules: list[nn.Module] = []
         stage, size, grid = 0, layers.image_size, None
+        slope = 0.2  # of the stage's last activation: a pool's Leaky ReLU under nonlinearity="at-pools"
         for step in layers.steps:
+            if isinstance(step, plan.Activation):
+                slope = step.negative_slope
             if stage < spatial_stages:
                 modules.append(spatial_layer(step))
             else:
@@ -234,7 +237,7 @@ class CEMNet(nn.Module):
                 fixed = fixed_stages is None or stage < fixed_stages
                 modules.append(_spectral_layer(step, grid, conj, "free" if storage == "frequency" and not fixed
                                                else storage, fixation, leaky_sigma, noise_in_eval, nonlinearity,
-                                               _slope_before_pool(layers, step)))
+                                               slope))
             if isinstance(step, plan.Pool):
                 stage, size = stage + 1, size // 2
                 grid = grid.pooled(2) if grid is not None else None
@@ -252,17 +255,8 @@ class CEMNet(nn.Module):
         return self.head(self.features(x))
 
 
-def _slope_before_pool(layers: LayerPlan, pool: plan.Step) -> float | None:
-    """For ``nonlinearity="at-pools"``: the slope of the stage's last activation (the CNN's), else the paper's 0.2."""
-    if not isinstance(pool, plan.Pool):
-        return None
-    index = next(i for i, step in enumerate(layers.steps) if step is pool)
-    before = [step for step in layers.steps[:index] if isinstance(step, plan.Activation)]
-    return before[-1].negative_slope if before else 0.2
-
-
 def _spectral_layer(step: plan.Step, grid: SpectralGrid, conj: str, storage: str, fixation: str, leaky_sigma: float,
-                    noise_in_eval: bool, nonlinearity: str, pool_slope: float | None) -> nn.Module:
+                    noise_in_eval: bool, nonlinearity: str, pool_slope: float) -> nn.Module:
     """The frequency-domain layer of a step on ``grid``."""
     if isinstance(step, plan.Conv):
         return cnn.SpectralConv2d(step.in_channels, step.out_channels, step.kernel_size, grid.size, conj=conj,
