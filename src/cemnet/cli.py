@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cemnet.data import DATASETS, DataError
+from cemnet.data import DATASETS, DataError, is_folder
 from cemnet.models import parse_option
 from cemnet.runtime import KERNEL_SETTINGS
 from cemnet.training.checkpoint import CheckpointError
@@ -47,10 +47,13 @@ def _number(kind: type, minimum: float, inclusive: bool, what: str) -> Callable[
 
 
 POSITIVE_INT = _number(int, 1, True, "a whole number of at least 1")
+COUNT = _number(int, 0, True, "a whole number of at least 0")
+POSITIVE = _number(float, 0.0, False, "a finite number greater than 0")
+NON_NEGATIVE = _number(float, 0.0, True, "a finite number of at least 0")
 
 
 def _dataset(text: str) -> str:
-    if text in DATASETS or (text.startswith("folder:") and len(text) > len("folder:")):
+    if text in DATASETS or is_folder(text):
         return text
     raise argparse.ArgumentTypeError(f"expected one of {sorted(DATASETS)} or folder:PATH, got {text!r}")
 
@@ -63,9 +66,6 @@ def _fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
     return value
-COUNT = _number(int, 0, True, "a whole number of at least 0")
-POSITIVE = _number(float, 0.0, False, "a finite number greater than 0")
-NON_NEGATIVE = _number(float, 0.0, True, "a finite number of at least 0")
 
 
 def _seed(text: str) -> int:
@@ -95,8 +95,9 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------------- subcommands
 
 
-TRAIN_OPTIONS = ("model", "dataset", "channels", "image_size", "test_fraction", "epochs", "batch_size", "preset", "lr", "warmup_epochs", "seed", "device",
-                 "kernels", "data_dir", "out", "limit_train", "limit_test", "stop_after", "bn_recalibration")
+TRAIN_OPTIONS = ("model", "dataset", "channels", "image_size", "test_fraction", "epochs", "batch_size", "preset", "lr",
+                 "warmup_epochs", "seed", "device", "kernels", "data_dir", "out", "limit_train", "limit_test",
+                 "stop_after", "bn_recalibration")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -105,8 +106,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
     given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
     given.update(download=args.download, progress=not args.no_progress, cuda_graphs=not args.no_cuda_graphs)
-    if model_options(args):
-        given["model_options"] = model_options(args)
+    options = model_options(args)
+    if options:
+        given["model_options"] = options
     base: dict[str, Any] = {}
     last = Path(given.get("out") or default_out(given.get("model", default("model")))) / "last.safetensors"
     if args.resume and last.is_file():

@@ -34,8 +34,9 @@ from cemnet.data.builtin import (
     parse_cifar_batch,
     parse_idx,
     read_checked,
+    standardize,
 )
-from cemnet.data.folder import is_folder, scan_folder
+from cemnet.data.folder import folder_path, is_folder, scan_folder
 
 
 @dataclass
@@ -67,9 +68,7 @@ class Dataset:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> float32, scaled to [0, 1] and standardised per channel with :attr:`info`'s statistics."""
-        mean = torch.tensor(self.info.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.info.std).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        return standardize(images, self.info.mean, self.info.std)
 
 
 def open_dataset(name: str, data_dir: str | Path | None = None, download: bool = False, *,
@@ -88,7 +87,7 @@ def open_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     """
     if not is_folder(name):
         return Dataset(name, dataset_info(name), data_dir, download)
-    scan = scan_folder(name[len(folder.PREFIX):], test_fraction, seed)
+    scan = scan_folder(folder.folder_path(name), test_fraction, seed)
     channels = channels or scan.channels
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
@@ -113,6 +112,7 @@ __all__ = [
     "DatasetInfo",
     "dataset_info",
     "default_data_dir",
+    "folder_path",
     "is_folder",
     "iterate_batches",
     "load_dataset",
@@ -122,4 +122,5 @@ __all__ = [
     "parse_idx",
     "read_checked",
     "scan_folder",
+    "standardize",
 ]

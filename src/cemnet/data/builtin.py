@@ -371,11 +371,16 @@ def load_dataset(
 
 
 def normalize(images: torch.Tensor, name: str) -> torch.Tensor:
-    """uint8 images -> float32, scaled to [0, 1] and standardised per channel."""
+    """uint8 images -> float32, scaled to [0, 1] and standardised per channel with a built-in data set's statistics."""
     info = dataset_info(name)
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-    std = torch.tensor(info.std).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return standardize(images, info.mean, info.std)
+
+
+def standardize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` images -> float32, scaled to [0, 1], minus ``mean`` and over ``std`` per channel."""
+    mean_ = torch.tensor(mean).view(1, -1, 1, 1)
+    std_ = torch.tensor(std).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean_) / std_
 
 
 def iterate_batches(

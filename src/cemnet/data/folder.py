@@ -41,8 +41,13 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 def is_folder(name: str) -> bool:
-    """Whether a data set name is ``folder:PATH``."""
-    return name.startswith(PREFIX)
+    """Whether a data set name is ``folder:PATH`` (with a path)."""
+    return name.startswith(PREFIX) and len(name) > len(PREFIX)
+
+
+def folder_path(name: str) -> str:
+    """The ``PATH`` of a ``folder:PATH`` data set name."""
+    return name[len(PREFIX):]
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,8 @@ class SpectralConv2d(_GridModule):
         """
         if self.storage != "frequency":
             raise ValueError(f"Weight Fixation applies to storage 'frequency', this layer has storage {self.storage!r}")
-        self.weight.copy_(SF.project_frequency_major(self.weight, *self._projector(real_kernel)))
+        projector = self._projector(real_kernel) if real_kernel else self._support
+        self.weight.copy_(SF.project_frequency_major(self.weight, *projector))
         self._mark_fixed()
 
     def _projector(self, real_kernel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

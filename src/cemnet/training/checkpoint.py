@@ -164,11 +164,11 @@ def remove_leftovers(folder: str | Path, names: tuple[str, ...] = ("last", "best
     for weights in (folder / f"{name}.safetensors" for name in names if (folder / f"{name}.safetensors").exists()):
         header = read_header(weights)
         _check_weights(weights, header, load_file_checked(weights), warn=False)
-        token = header["token"]
-        if "state_sha256" in header and not (folder / f"{weights.stem}.{token}.state.pt").is_file():
-            raise CheckpointError(f"{weights}: the training state its header names, {weights.stem}.{token}.state.pt, "
-                                  f"does not exist; its header may be damaged (nothing in {folder} was deleted)")
-        current[weights.stem] = token if "state_sha256" in header else None
+        named = state_file(weights, header)
+        if "state_sha256" in header and not named.is_file():
+            raise CheckpointError(f"{weights}: the training state its header names, {named.name}, does not exist; "
+                                  f"its header may be damaged (nothing in {folder} was deleted)")
+        current[weights.stem] = header["token"] if "state_sha256" in header else None
     removed = [path for path in folder.glob(".*.tmp-*") if re.fullmatch(r"\..+\.tmp-[0-9a-f]{8}", path.name)]
     for path in folder.glob("*.state.pt"):
         name, _, token = path.name.removesuffix(".state.pt").rpartition(".")
@@ -282,10 +282,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model, meta
 
 
-def state_file(path: str | Path) -> Path:
-    """The training state file that the header of the weights file ``path`` names."""
+def state_file(path: str | Path, header: dict[str, Any] | None = None) -> Path:
+    """The training state file that the header of the weights file ``path`` names (read unless given)."""
     path = Path(path)
-    return path.with_name(f"{path.stem}.{read_header(path)['token']}.state.pt")
+    return path.with_name(f"{path.stem}.{(header or read_header(path))['token']}.state.pt")
 
 
 def load_state(path: str | Path, entries: dict[str, type] | None = None) -> dict[str, Any]:
@@ -295,11 +295,11 @@ def load_state(path: str | Path, entries: dict[str, type] | None = None) -> dict
     :data:`cemnet.training.trainer.STATE_ENTRIES`); a state that lacks or
     mistypes one is refused.
     """
-    path = Path(path)
-    state_path = state_file(path)
+    header = read_header(path)
+    state_path = state_file(path, header)
     if not state_path.is_file():
         raise CheckpointError(f"training state {state_path} does not exist; it is needed to resume")
-    expected = read_header(path).get("state_sha256")
+    expected = header.get("state_sha256")
     if expected is not None and _file_digest(state_path) != expected:
         raise CheckpointError(f"training state {state_path} is corrupt: it does not match the checksum it was "
                               f"saved with")

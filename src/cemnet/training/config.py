@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from cemnet.data import DATASETS, dataset_info, is_folder, scan_folder
+from cemnet.data import DATASETS, dataset_info, folder_path, is_folder, scan_folder
 from cemnet.models import create_model, model_info, user_file
 from cemnet.runtime import KERNEL_SETTINGS
 
@@ -56,13 +56,13 @@ class TrainConfig:
     """Everything a run depends on; saved in every checkpoint.
 
     Attributes:
-        model: a preset of :func:`cemnet.models.list_models`, or ``FILE.py:FUNCTION``
-            (a function returning your CNN: :mod:`cemnet.models.user_file`).
-        model_sha256: for ``FILE.py:FUNCTION``, the file's SHA-256 when the run
-            began; a run whose file changed since is refused.
-        model: ``None`` for a model built in Python and handed to
+        model: a preset of :func:`cemnet.models.list_models`, ``FILE.py:FUNCTION``
+            (a function returning your CNN: :mod:`cemnet.models.user_file`), or
+            ``None`` for a model built in Python and handed to
             :func:`cemnet.training.fit` (its checkpoints then hold weights
             that only your code can rebuild a model for).
+        model_sha256: for ``FILE.py:FUNCTION``, the file's SHA-256 when the run
+            began; a run whose file changed since is refused.
         dataset: default the data set the preset is built for (for your own
             model, the one whose images its input shape takes); or
             ``folder:PATH``, your images (:mod:`cemnet.data.folder`): a
@@ -172,7 +172,7 @@ class TrainConfig:
 
     def _fit_model_to_folder(self) -> None:
         """A folder of images: a preset takes its channels, side and classes; your own model must fit them."""
-        scan = scan_folder(self.dataset[len("folder:"):], self.test_fraction)
+        scan = scan_folder(folder_path(self.dataset), self.test_fraction)
         with torch.device("meta"):  # shapes only
             spec = create_model(self.model, **self.model_options).spec
         if user_file.is_model_file(self.model):
