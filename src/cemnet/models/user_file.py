@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from cemnet.models._registry import ModelInfo, register_resolver
-from cemnet.models.convnets import LEAKY_SIGMA
 from cemnet.models.reader import from_cnn, read_plan
 
 
@@ -81,19 +80,18 @@ def load_cnn(name: str) -> nn.Module:
 def factory(name: str) -> Callable[..., nn.Module]:
     """The model factory of a ``FILE.py:FUNCTION`` name: its keywords are the options of ``from_cnn``, and ``as_cnn``."""
 
-    def build(*, as_cnn: bool = False, weight_fixation: bool | str = True, fixed_stages: int | None = None,
-              conj: str = "input", storage: str = "frequency", leaky_sigma: float = LEAKY_SIGMA,
-              noise_in_eval: bool = False, half_spectrum: bool = False, nonlinearity: str = "approximated",
-              spatial_stages: int = 0) -> nn.Module:
+    def build(*, as_cnn: bool = False, **options) -> nn.Module:
         with torch.device("cpu"):  # the user's code and the plan's replay compute, even when shapes are asked for
             model = load_cnn(name)
             if as_cnn:
                 model.spec = read_plan(model)[0]  # what cemnet reads of every model: its input shape and classes
                 return model
-            return from_cnn(model, weight_fixation=weight_fixation, fixed_stages=fixed_stages, conj=conj,
-                            storage=storage, leaky_sigma=leaky_sigma, noise_in_eval=noise_in_eval,
-                            half_spectrum=half_spectrum, nonlinearity=nonlinearity, spatial_stages=spatial_stages)
+            return from_cnn(model, **options)
 
+    # Its options, as the registry reads them (`cemnet models`, create_model's check): as_cnn and from_cnn's own.
+    keywords = [p for p in inspect.signature(from_cnn).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    build.__signature__ = inspect.Signature(
+        [inspect.Parameter("as_cnn", inspect.Parameter.KEYWORD_ONLY, default=False), *keywords])
     build.__doc__ = f"Your CNN from {name}, converted by cemnet.from_cnn (as_cnn=true: the CNN itself)."
     return build
 
